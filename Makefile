@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine (python3, pip and make only):
+#   make train ARGS="--epochs 70"   creates .venv, installs cifarnet, trains
+#   make test                       creates .venv, installs cifarnet[dev], runs the suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?= --epochs 70
+
+.PHONY: train test lint install
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(BIN)/cifarnet train $(ARGS)
+
+# pytest exits 5 when it collects nothing: that must fail, never pass silently.
+test: install
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(BIN)/ruff check cifarnet tests scripts
+
+lint: install
+	$(BIN)/ruff check cifarnet tests scripts
+	$(BIN)/ruff format --check cifarnet tests scripts

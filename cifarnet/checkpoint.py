@@ -1,0 +1,157 @@
+"""Checkpoints: plain dicts of tensors and plain values, written atomically, read safely.
+
+A file is only ever loaded with `torch.load(weights_only=True)`, which refuses any pickled
+callable, so a checkpoint can carry data but never code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarnet.errors import CheckpointError, OutputError
+
+FORMAT = "cifarnet-checkpoint"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    from cifarnet import __version__
+
+    return {"cifarnet": __version__, "torch": str(torch.__version__)}
+
+
+def stamp(payload: dict[str, Any]) -> dict[str, Any]:
+    """Add format, versions and creation time to a checkpoint payload."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "versions": versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **payload,
+    }
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
+    """Write through `write(fileobj)` to a temporary file in the same folder, flush, fsync,
+    then rename over `path`: a reader (or a crash) sees the old file or the new, never half."""
+    path = Path(path)
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        tmp_name = None
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise OutputError(
+            f"could not write {path}: {exc.strerror or exc}; the previous file, "
+            "if any, is unchanged"
+        ) from None
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    atomic_write(path, lambda f: torch.save(stamp(payload), f))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a cifarnet checkpoint, or raise CheckpointError naming the file and the problem."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give a .pt file such as {path}/best.pt")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refuses globals (classes, functions): the file carries code or objects
+        # that are not plain data. Nothing from it was executed.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path} holds objects other than tensors and plain values (refused without running "
+            f"them: {first[:160]}); only checkpoints written by cifarnet can be loaded"
+        ) from None
+    except (EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path} is truncated or not a PyTorch file ({_first_line(exc)})"
+        ) from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} was not written by cifarnet (no {FORMAT!r} header)")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, newer than this cifarnet reads "
+            f"({FORMAT_VERSION}); upgrade cifarnet"
+        )
+    for key in ("model", "state_dict", "data"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path} lacks its {key!r} entry; the file is damaged")
+    return ckpt
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
+    """Rebuild the network from the checkpoint's model config and load its weights."""
+    from cifarnet.errors import CifarnetError
+    from cifarnet.models import build_model
+
+    try:
+        model = build_model(ckpt["model"])
+    except CifarnetError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: model config is malformed ({exc})") from None
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        detail = _first_line(exc)
+        raise CheckpointError(
+            f"{path}: weights do not fit model {ckpt['model'].get('name')!r} "
+            f"(wrong architecture: {detail})"
+        ) from None
+    return model
+
+
+def find_latest_checkpoint(runs_dir: str | os.PathLike = "runs", name: str = "best.pt") -> Path:
+    """The newest runs/*/best.pt (by modification time) for commands given no checkpoint."""
+    candidates = sorted(Path(runs_dir).glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CheckpointError(
+            f"no checkpoint given and none found as {Path(runs_dir) / '*' / name}; "
+            "train one with `cifarnet train` or pass a path"
+        )
+    return candidates[-1]

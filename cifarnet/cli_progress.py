@@ -1,0 +1,159 @@
+"""Rendering of training progress: a rich progress bar per epoch on a terminal, one plain
+line per epoch otherwise (or with --quiet), and a summary table at the end."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cifarnet.trainer import TrainCallbacks
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    minutes, sec = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{sec:02d}" if hours else f"{minutes}:{sec:02d}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}%"
+
+
+class PlainCallbacks(TrainCallbacks):
+    """One line per epoch: for logs, pipes and --quiet."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.info: dict[str, Any] = {}
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self.info = info
+        budget = (
+            f"{info['time_minutes']:g} min budget"
+            if info["time_minutes"]
+            else f"{info['epochs']} epochs"
+        )
+        self.console.print(
+            f"run {info['run_dir']}: {info['model']} ({info['parameters']:,} params), "
+            f"{info['train_images']:,} train / {info['val_images']:,} val images, {budget}, "
+            f"{info['device']} {info['precision']}"
+            f"{' channels_last' if info['channels_last'] else ''}"
+            f"{' compiled' if info['compile'] else ''}"
+        )
+
+    def on_status(self, message: str) -> None:
+        self.console.print(f"{message} ...")
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None:
+        total = "" if self.info.get("time_minutes") else f"/{self.info.get('epochs')}"
+        self.console.print(
+            f"epoch {row['epoch']}{total}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f}"
+            f" top1 {_pct(row['train_top1'])}  val loss {row['val_loss']:.4f}"
+            f" top1 {_pct(row['val_top1'])} top5 {_pct(row['val_top5'])}"
+            f"  {row['images_per_second']:.0f} img/s  {row['epoch_seconds']:.1f}s"
+        )
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        self.console.print(summary_table(summary))
+
+
+class RichCallbacks(PlainCallbacks):
+    """A live progress bar per epoch (loss, accuracy, images/s, ETA for the whole run)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("run ETA {task.fields[eta]}"),
+            console=console,
+            transient=True,
+        )
+        self.task: Any = None
+        self.run_start = time.perf_counter()
+        self.steps_done = 0
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        super().on_start(info)
+        self.run_start = time.perf_counter()
+        self.progress.start()
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        self.steps_per_epoch = steps
+        self.epoch = epoch
+        total = "" if self.info.get("time_minutes") else f"/{self.info['epochs']}"
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch}{total}", total=steps, stats="", eta="?")
+
+    def on_step(self, step: int, steps: int, stats: dict[str, float]) -> None:
+        self.steps_done += 1
+        if self.info.get("time_minutes"):
+            remaining = self.info["time_minutes"] * 60 - stats["elapsed_seconds"]
+        else:
+            done = (self.epoch - self.info["start_epoch"]) * steps + step
+            left = (self.info["epochs"] - self.epoch) * steps + (steps - step)
+            elapsed = time.perf_counter() - self.run_start
+            remaining = elapsed / max(done, 1) * left
+        self.progress.update(
+            self.task,
+            completed=step,
+            eta=_fmt_duration(remaining),
+            stats=f"loss {stats['loss']:.3f} top1 {stats['top1']:.1f}% "
+            f"{stats['images_per_second']:.0f} img/s",
+        )
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None:
+        self.progress.console.print(self._line(row))
+
+    def _line(self, row: dict[str, Any]) -> str:
+        total = "" if self.info.get("time_minutes") else f"/{self.info.get('epochs')}"
+        return (
+            f"epoch {row['epoch']}{total}  lr {row['lr']:.4g}  train {row['train_loss']:.4f} / "
+            f"{_pct(row['train_top1'])}  val {row['val_loss']:.4f} / {_pct(row['val_top1'])}"
+            f" (top5 {_pct(row['val_top5'])})  {row['images_per_second']:.0f} img/s"
+            f"  {row['epoch_seconds']:.1f}s"
+        )
+
+    def on_status(self, message: str) -> None:
+        self.progress.console.print(f"[dim]{message} ...[/]")
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        self.progress.stop()
+        super().on_end(summary)
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"run {summary['run_dir']}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("test top-1", _pct(summary["test_top1"])),
+        ("test top-5", _pct(summary["test_top5"])),
+        ("test loss", f"{summary['test_loss']:.4f}"),
+        ("best val top-1", _pct(summary["best_val_top1"])),
+        ("best epoch", str(summary["best_epoch"])),
+        ("epochs", str(summary["epochs"])),
+        ("training time", _fmt_duration(summary["train_seconds"])),
+        ("train images/s", f"{summary['train_images_per_second']:.0f}"),
+        ("peak memory", f"{summary['peak_memory_mb']:.0f} MiB"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def make_train_callbacks(console: Console, quiet: bool) -> TrainCallbacks:
+    if quiet or not console.is_terminal:
+        return PlainCallbacks(console)
+    return RichCallbacks(console)

@@ -1,0 +1,493 @@
+"""Find, download, verify and load CIFAR into uint8 tensors; split; batch and augment on device.
+
+The whole dataset lives in memory as uint8 tensors (CIFAR-100: 60,000 x 3 x 32 x 32 = 184 MB) and
+is moved once to the training device. Augmentation runs per batch on that device with tensor
+ops, never per image in Python: the PIL-per-image loader is what makes the reference loop slow.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cifarnet.errors import DataError, unknown_name
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    title: str
+    folder: str  # the extracted folder name of the official archive
+    archive: str
+    url: str
+    md5: str  # of the official archive; only checked for files we download ourselves
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    label_key: str
+    names_key: str
+    num_classes: int
+    train_count: int
+    test_count: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    coarse_label_key: str | None = None
+    coarse_names_key: str | None = None
+
+
+SPECS = {
+    "cifar100": DatasetSpec(
+        name="cifar100",
+        title="CIFAR-100",
+        folder="cifar-100-python",
+        archive="cifar-100-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        train_files=("train",),
+        test_files=("test",),
+        meta_file="meta",
+        label_key="fine_labels",
+        names_key="fine_label_names",
+        num_classes=100,
+        train_count=50_000,
+        test_count=10_000,
+        mean=(0.507, 0.487, 0.441),
+        std=(0.267, 0.256, 0.276),
+        coarse_label_key="coarse_labels",
+        coarse_names_key="coarse_label_names",
+    ),
+    "cifar10": DatasetSpec(
+        name="cifar10",
+        title="CIFAR-10",
+        folder="cifar-10-batches-py",
+        archive="cifar-10-python.tar.gz",
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        meta_file="batches.meta",
+        label_key="labels",
+        names_key="label_names",
+        num_classes=10,
+        train_count=50_000,
+        test_count=10_000,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+    ),
+}
+
+
+@dataclass
+class CifarData:
+    """A loaded dataset. Images are uint8 (N, 3, 32, 32); labels int64 (N,)."""
+
+    spec: DatasetSpec
+    source: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list[str]
+    superclasses: list[str] | None
+    fine_to_coarse: list[int] | None
+
+    def info(self) -> dict[str, Any]:
+        """What travels inside every checkpoint and export."""
+        return data_info(self.spec.name, self.classes, self.superclasses, self.fine_to_coarse)
+
+
+def data_info(
+    dataset: str,
+    classes: list[str],
+    superclasses: list[str] | None,
+    fine_to_coarse: list[int] | None,
+) -> dict[str, Any]:
+    spec = SPECS[dataset]
+    return {
+        "dataset": dataset,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "classes": list(classes),
+        "superclasses": list(superclasses) if superclasses else None,
+        "fine_to_coarse": list(fine_to_coarse) if fine_to_coarse else None,
+        "image_size": 32,
+    }
+
+
+def get_spec(dataset: str) -> DatasetSpec:
+    if dataset not in SPECS:
+        raise unknown_name("dataset", dataset, tuple(SPECS))
+    return SPECS[dataset]
+
+
+def default_data_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    """--data-dir, else $CIFARNET_DATA, else the per-user cache folder."""
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    if os.environ.get("CIFARNET_DATA"):
+        return [Path(os.environ["CIFARNET_DATA"]).expanduser()]
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return [Path(cache) / "cifarnet"]
+
+
+def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Path | None:
+    """The extracted folder or archive of `spec` in the search folder, or None."""
+    for root in default_data_dirs(data_dir):
+        candidates = [root / spec.folder, root, root / spec.archive]
+        for path in candidates:
+            if path.is_dir() and (path / spec.meta_file).is_file():
+                return path
+            if path.is_file() and path.name == spec.archive:
+                return path
+    return None
+
+
+def load_dataset(
+    dataset: str = "cifar100", data_dir: str | os.PathLike | None = None, download: bool = True
+) -> CifarData:
+    """Load a CIFAR dataset from a local copy, downloading it (verified) only when absent."""
+    spec = get_spec(dataset)
+    source = locate(spec, data_dir)
+    if source is None:
+        root = default_data_dirs(data_dir)[0]
+        if not download:
+            raise DataError(_missing_message(spec, root, "downloads are off"))
+        source = _download(spec, root)
+    files = _read_files(spec, source)
+    return _build(spec, source, files)
+
+
+def _missing_message(spec: DatasetSpec, root: Path, why: str) -> str:
+    return (
+        f"{spec.title} not found in {root} ({why}): put {spec.archive} or its extracted "
+        f"{spec.folder}/ folder there, or point --data-dir / $CIFARNET_DATA at the folder "
+        f"holding it (download: {spec.url})"
+    )
+
+
+def _download(spec: DatasetSpec, root: Path) -> Path:
+    """Download to a temporary name, verify the md5, then rename: a broken-off download is never
+    taken for a complete archive."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+            download_url(spec.url, tmp, filename=spec.archive, md5=None)
+            part = Path(tmp) / spec.archive
+            if not check_integrity(str(part), spec.md5):
+                raise DataError(f"downloaded {spec.archive} failed its md5 check; try again")
+            final = root / spec.archive
+            os.replace(part, final)
+            return final
+    except DataError:
+        raise
+    except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(_missing_message(spec, root, f"download failed: {reason}")) from None
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """The CIFAR pickles hold only dicts, lists, strings and numpy arrays: refuse anything else,
+    so a tampered dataset file cannot run code."""
+
+    _ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+
+
+def _unpickle(raw: bytes, label: str) -> dict[str, Any]:
+    try:
+        obj = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as exc:
+        raise DataError(f"{label} is not a readable CIFAR pickle ({exc}); re-download it") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{label} does not hold a CIFAR dict; re-download it")
+    return obj
+
+
+def _read_files(spec: DatasetSpec, source: Path) -> dict[str, dict[str, Any]]:
+    """Every file of the dataset, unpickled, keyed by its name inside the folder."""
+    names = (*spec.train_files, *spec.test_files, spec.meta_file)
+    out: dict[str, dict[str, Any]] = {}
+    if source.is_dir():
+        for name in names:
+            path = source / name
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raise DataError(
+                    f"{path} is missing; the {spec.folder}/ folder is incomplete"
+                ) from None
+            except OSError as exc:
+                raise DataError(f"cannot read {path}: {exc}") from None
+            out[name] = _unpickle(raw, str(path))
+        return out
+    try:
+        with tarfile.open(source, "r:gz") as tar:
+            for member in tar:
+                base = Path(member.name).name
+                if (
+                    member.isfile()
+                    and base in names
+                    and Path(member.name).parent.name == spec.folder
+                ):
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # isfile() members always extract
+                    out[base] = _unpickle(extracted.read(), f"{source}:{member.name}")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{source} is truncated or corrupt ({exc}); replace it") from None
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise DataError(f"{source} lacks {', '.join(missing)}; it is not a complete {spec.archive}")
+    return out
+
+
+def _labels(d: dict[str, Any], key: str, count: int, num_classes: int, label: str) -> np.ndarray:
+    if key not in d:
+        raise DataError(
+            f"{label} has no {key!r} entry; it is not a {label.split(':')[0]} CIFAR file"
+        )
+    labels = np.asarray(d[key])
+    if labels.shape != (count,):
+        raise DataError(f"{label}: {len(labels)} {key} for {count} images")
+    if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= num_classes:
+        raise DataError(f"{label}: {key} outside 0..{num_classes - 1}")
+    return labels.astype(np.int64)
+
+
+def _split_arrays(
+    spec: DatasetSpec, files: dict[str, dict[str, Any]], names: tuple[str, ...], source: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    images, fine, coarse = [], [], []
+    for name in names:
+        d, label = files[name], f"{source}/{name}" if source.is_dir() else f"{source}:{name}"
+        data = d.get("data")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+            raise DataError(f"{label}: 'data' is not a uint8 N x 3072 array; the file is damaged")
+        if data.shape[1] != 3 * 32 * 32 or data.shape[0] == 0:
+            raise DataError(f"{label}: images have shape {data.shape}, expected N x 3072")
+        images.append(data.reshape(-1, 3, 32, 32))
+        fine.append(_labels(d, spec.label_key, len(data), spec.num_classes, label))
+        if spec.coarse_label_key:
+            coarse.append(_labels(d, spec.coarse_label_key, len(data), 20, label))
+    return (
+        np.concatenate(images),
+        np.concatenate(fine),
+        np.concatenate(coarse) if coarse else None,
+    )
+
+
+def _build(spec: DatasetSpec, source: Path, files: dict[str, dict[str, Any]]) -> CifarData:
+    train_x, train_y, train_c = _split_arrays(spec, files, spec.train_files, source)
+    test_x, test_y, _ = _split_arrays(spec, files, spec.test_files, source)
+    meta = files[spec.meta_file]
+    classes = list(meta.get(spec.names_key, []))
+    if len(classes) != spec.num_classes:
+        raise DataError(
+            f"{source}: meta lists {len(classes)} class names, expected {spec.num_classes}"
+        )
+    superclasses, fine_to_coarse = None, None
+    if spec.coarse_names_key:
+        superclasses = list(meta.get(spec.coarse_names_key, []))
+        if len(superclasses) != 20:
+            raise DataError(
+                f"{source}: meta lists {len(superclasses)} superclass names, expected 20"
+            )
+        mapping = np.full(spec.num_classes, -1)
+        mapping[train_y] = train_c
+        if (mapping < 0).any():
+            raise DataError(f"{source}: some classes have no training image")
+        fine_to_coarse = mapping.tolist()
+    return CifarData(
+        spec=spec,
+        source=str(source),
+        train_images=torch.from_numpy(np.ascontiguousarray(train_x)),
+        train_labels=torch.from_numpy(train_y),
+        test_images=torch.from_numpy(np.ascontiguousarray(test_x)),
+        test_labels=torch.from_numpy(test_y),
+        classes=classes,
+        superclasses=superclasses,
+        fine_to_coarse=fine_to_coarse,
+    )
+
+
+def stratified_split(
+    labels: torch.Tensor, val_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded, class-stratified (train, val) index split: each class gives val_size / C images
+    (the remainder spread over randomly chosen classes). Indices are sorted."""
+    labels = labels.cpu()
+    n = len(labels)
+    if val_size >= n:
+        raise DataError(f"--val-size {val_size} leaves no training images (train has {n})")
+    if val_size == 0:
+        return torch.arange(n), torch.empty(0, dtype=torch.long)
+    g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(labels)
+    per_class = torch.full((len(classes),), val_size // len(classes))
+    per_class[torch.randperm(len(classes), generator=g)[: val_size % len(classes)]] += 1
+    val_parts = []
+    for c, k in zip(classes.tolist(), per_class.tolist(), strict=True):
+        members = torch.nonzero(labels == c).flatten()
+        if k > len(members):
+            raise DataError(
+                f"--val-size {val_size} asks {k} images of class {c}, which has {len(members)}"
+            )
+        val_parts.append(members[torch.randperm(len(members), generator=g)[:k]])
+    val = torch.sort(torch.cat(val_parts)).values
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return torch.nonzero(keep).flatten(), val
+
+
+def balanced_subset(
+    labels: torch.Tensor, indices: torch.Tensor, size: int, seed: int
+) -> torch.Tensor:
+    """A seeded subset of `indices` with (as nearly as possible) the same count per class."""
+    if size >= len(indices):
+        return indices
+    g = torch.Generator().manual_seed(seed + 1)
+    sub_labels = labels.cpu()[indices]
+    # order each class's members randomly, then take round-robin across classes
+    order = torch.randperm(len(indices), generator=g)
+    rank = torch.empty(len(indices), dtype=torch.long)
+    for c in torch.unique(sub_labels).tolist():
+        members = order[sub_labels[order] == c]
+        rank[members] = torch.arange(len(members))
+    tie = torch.rand(len(indices), generator=g)
+    chosen = torch.argsort(rank.double() + tie.double() * 0.5)[:size]
+    return torch.sort(indices[chosen]).values
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Batched augmentation: random crop from a zero-padded image and horizontal flip, optional
+    Cutout. All on the batch's device, randomness from the caller's generator."""
+
+    crop_padding: int = 4
+    flip: bool = True
+    cutout: int = 0
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """images: uint8 (N, C, H, W) -> uint8 (N, C, H, W), each sample transformed on its own."""
+        n, c, h, w = images.shape
+        dev = images.device
+        if self.crop_padding:
+            p = self.crop_padding
+            padded = F.pad(images, (p, p, p, p))  # zeros, like torchvision's RandomCrop(padding=p)
+            dy = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), device=dev, generator=generator)
+            dx = torch.randint(0, 2 * p + 1, (n, 1, 1, 1), device=dev, generator=generator)
+            # rows[n, :, i, :] = i + dy[n] selects H of the H+2p rows; then cols likewise for W
+            rows = (torch.arange(h, device=dev).view(1, 1, h, 1) + dy).expand(n, c, h, w + 2 * p)
+            cols = (torch.arange(w, device=dev).view(1, 1, 1, w) + dx).expand(n, c, h, w)
+            images = padded.gather(2, rows).gather(3, cols)
+        if self.flip:
+            flip = torch.rand(n, device=dev, generator=generator) < 0.5
+            images = torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
+        if self.cutout:
+            images = _cutout(images, self.cutout, generator)
+        return images
+
+
+def _cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    n, _, h, w = images.shape
+    dev = images.device
+    cy = torch.randint(0, h, (n, 1, 1), device=dev, generator=generator)
+    cx = torch.randint(0, w, (n, 1, 1), device=dev, generator=generator)
+    ys = torch.arange(h, device=dev).view(1, h, 1)
+    xs = torch.arange(w, device=dev).view(1, 1, w)
+    half = size // 2
+    hole = ((ys - cy).abs() <= half - (1 - size % 2) * (ys >= cy)) & (
+        (xs - cx).abs() <= half - (1 - size % 2) * (xs >= cx)
+    )
+    return images.masked_fill(hole.unsqueeze(1), 0)
+
+
+class Normalize:
+    """uint8 (N, 3, H, W) -> float (N, 3, H, W): (x / 255 - mean) / std as one multiply-add."""
+
+    def __init__(
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
+        std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, device=device).view(1, 3, 1, 1) / std_t
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.addcmul(self.shift, images.float(), self.scale)
+        return x.contiguous(memory_format=self.memory_format)
+
+
+class BatchLoader:
+    """Batches from uint8 tensors already on the device: shuffled and augmented for training.
+
+    Randomness comes from one generator that the caller owns (and can save), so an epoch can be
+    replayed or resumed mid-way exactly.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        normalize: Normalize,
+        augment: Augment | None = None,
+        shuffle: bool = False,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size = batch_size
+        self.normalize, self.augment, self.shuffle = normalize, augment, shuffle
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def epoch_order(self, generator: torch.Generator | None) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n, device=self.images.device)
+        return torch.randperm(n, device=self.images.device, generator=generator)
+
+    def batches(
+        self,
+        generator: torch.Generator | None = None,
+        order: torch.Tensor | None = None,
+        start: int = 0,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x float (B, 3, H, W), y int64 (B,)) for batches start.., in `order` (default: new)."""
+        if order is None:
+            order = self.epoch_order(generator)
+        for i in range(start, len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment is not None:
+                assert generator is not None, "augmentation needs a generator"
+                x = self.augment(x, generator)
+            yield self.normalize(x), self.labels[idx]

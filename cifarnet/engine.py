@@ -1,0 +1,98 @@
+"""The inner loops: one optimisation step and a full evaluation pass. Pure: they return
+numbers (as tensors on the device, to avoid host syncs), never print and never touch files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifarnet.runtime import Runtime
+
+
+@dataclass
+class StepResult:
+    loss_sum: torch.Tensor  # summed (not mean) loss of the batch, on device, fp32
+    correct: torch.Tensor  # number of top-1 hits, on device
+    count: int
+
+
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    runtime: Runtime,
+    label_smoothing: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
+) -> StepResult:
+    """Forward, backward and optimizer step on one batch (N, 3, H, W) / (N,)."""
+    with runtime.autocast():
+        logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        correct = (logits.argmax(1) == labels).sum()
+    return StepResult(loss.detach() * len(labels), correct, len(labels))
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float  # percent
+    top5: float  # percent
+    count: int
+    logits: torch.Tensor | None = None  # (N, classes) fp32 on CPU, when asked for
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    runtime: Runtime,
+    keep_logits: bool = False,
+    tta_flip: bool = False,
+) -> EvalResult:
+    """Loss (mean cross-entropy, no smoothing), top-1 and top-5 over all batches.
+    With tta_flip the logits are the mean of the image's and its mirror's."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=runtime.device)
+    hits1 = torch.zeros((), device=runtime.device, dtype=torch.long)
+    hits5 = torch.zeros((), device=runtime.device, dtype=torch.long)
+    count = 0
+    kept = []
+    try:
+        for images, labels in batches:
+            with runtime.autocast():
+                logits = model(images).float()
+                if tta_flip:
+                    logits = 0.5 * (logits + model(images.flip(3)).float())
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits1 += (top5[:, 0] == labels).sum()
+            hits5 += (top5 == labels[:, None]).any(1).sum()
+            count += len(labels)
+            if keep_logits:
+                kept.append(logits.cpu())
+    finally:
+        model.train(was_training)
+    if count == 0:
+        return EvalResult(float("nan"), float("nan"), float("nan"), 0)
+    return EvalResult(
+        loss=loss_sum.item() / count,
+        top1=100.0 * hits1.item() / count,
+        top5=100.0 * hits5.item() / count,
+        count=count,
+        logits=torch.cat(kept) if keep_logits else None,
+    )

@@ -1,0 +1,64 @@
+"""The error family the library raises; the CLI turns each into one line and exit code 1."""
+
+from __future__ import annotations
+
+
+class CifarnetError(Exception):
+    """A failure the user can act on. The message is one line that says what to do."""
+
+    exit_code = 1
+
+
+class ConfigError(CifarnetError):
+    """A bad option value, unknown name or unreadable config file."""
+
+
+class DataError(CifarnetError):
+    """Dataset files missing, incomplete or malformed."""
+
+
+class CheckpointError(CifarnetError):
+    """A checkpoint that cannot be read, is not ours, or does not fit."""
+
+
+class DivergenceError(CifarnetError):
+    """The training loss became NaN or infinite."""
+
+
+class DeviceError(CifarnetError):
+    """The requested device is absent or ran out of memory."""
+
+
+class OutputError(CifarnetError):
+    """An output could not be written, or would overwrite an existing file."""
+
+
+class ExportError(CifarnetError):
+    """An exported model failed to write or to match the PyTorch model."""
+
+
+class TrainingInterrupted(CifarnetError):
+    """SIGINT/SIGTERM stopped training after last.pt was saved at a safe point."""
+
+    def __init__(self, message: str, signal_number: int, checkpoint: str) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.checkpoint = checkpoint
+        # shell convention: 128 + signal number (130 for SIGINT, 143 for SIGTERM)
+        self.exit_code = 128 + signal_number
+
+
+def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
+    """' (did you mean 'x'?)' for the closest valid name, or '' when nothing is close."""
+    import difflib
+
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_name(kind: str, value: str, choices: list[str] | tuple[str, ...]) -> ConfigError:
+    """The standard 'unknown X' error: lists the valid names and suggests the closest."""
+    return ConfigError(
+        f"unknown {kind} {value!r}{did_you_mean(value, choices)}; choose one of: "
+        + ", ".join(choices)
+    )

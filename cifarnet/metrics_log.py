@@ -1,0 +1,53 @@
+"""metrics.csv: one row per epoch with fixed columns, flushed and fsynced as each epoch ends."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cifarnet.checkpoint import atomic_write
+
+# accuracies in percent, times in seconds, lr as applied at the end of the epoch
+COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "train_images",
+    "epoch_seconds",
+    "images_per_second",
+    "elapsed_seconds",
+]
+
+
+def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+class MetricsLog:
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def rewrite(self, rows: list[dict[str, Any]]) -> None:
+        """Replace the file with exactly these rows (header only when empty), atomically."""
+        buffer = io.StringIO()
+        _frame(rows).to_csv(buffer, index=False)
+        atomic_write(self.path, lambda f: f.write(buffer.getvalue().encode()))
+
+    def append(self, row: dict[str, Any]) -> None:
+        text = _frame([row]).to_csv(index=False, header=False)
+        with open(self.path, "a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(path)

@@ -1,0 +1,84 @@
+"""FastNet: a wide, shallow network built for time-to-accuracy (after the airbench family).
+
+Stem: a 2x2 convolution whose filters can be set to whiten the image patches of the training set
+(`init_whitening`), then three stages of conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN ->
+GELU, a global max-pool and a linear head whose logits are scaled down (a fixed temperature
+that lets the net train at a high learning rate).
+
+Shapes for 32x32 input, widths (64, 256, 384): (N, 3, 32, 32) -> stem (N, 2*3*2*2, 31, 31)
+-> stages (N, 64, 15, 15), (N, 256, 7, 7), (N, 384, 3, 3) -> pool (N, 384) -> (N, classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cifarnet.models import register_model
+
+
+class ConvStage(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+class FastNet(nn.Module):
+    def __init__(
+        self,
+        num_classes: int = 100,
+        widths: Sequence[int] = (64, 256, 384),
+        logit_scale: float = 1 / 9,
+    ) -> None:
+        super().__init__()
+        # 2x2 patches of 3 channels = 12 values; the whitening stem keeps +/- of each eigen-
+        # direction (24 channels) so that the GELU after it loses no information.
+        self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
+        self.act = nn.GELU()
+        stages, in_channels = [], 24
+        for width in widths:
+            stages.append(ConvStage(in_channels, width))
+            in_channels = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(in_channels, num_classes, bias=False)
+        self.logit_scale = logit_scale
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m is not self.whiten:
+                nn.init.dirac_(m.weight[: m.in_channels])  # identity-like start: stable at high lr
+                nn.init.kaiming_normal_(m.weight[m.in_channels :], mode="fan_in")
+
+    @torch.no_grad()
+    def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
+        """Set the stem to ZCA-like whitening of 2x2 patches. images: normalised float
+        (N, 3, H, W), a few thousand training images are enough."""
+        patches = images.float().unfold(2, 2, 1).unfold(3, 2, 1)  # (N, 3, H-1, W-1, 2, 2)
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+        patches = patches - patches.mean(0, keepdim=True)
+        cov = patches.T @ patches / len(patches)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).view(12, 3, 2, 2)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        self.whiten.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.act(self.whiten(x)))
+        return self.head(torch.flatten(self.pool(x), 1)) * self.logit_scale
+
+
+@register_model("fastnet", "wide shallow net for time-to-accuracy: whitening stem, 3 stages, GELU")
+def fastnet(
+    num_classes: int = 100, widths: Sequence[int] = (64, 256, 384), logit_scale: float = 1 / 9
+) -> FastNet:
+    return FastNet(num_classes, tuple(widths), logit_scale)

@@ -1,0 +1,639 @@
+"""One training run: run folder, data, model, optimisation loop, checkpoints, metrics, resume.
+
+`train(config)` is the library entry point; the CLI only parses flags and renders callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarnet.checkpoint import atomic_write, load_checkpoint, save_checkpoint, versions
+from cifarnet.config import TrainConfig
+from cifarnet.data import (
+    Augment,
+    BatchLoader,
+    Normalize,
+    balanced_subset,
+    load_dataset,
+    stratified_split,
+)
+from cifarnet.engine import EvalResult, evaluate, train_step
+from cifarnet.errors import (
+    CheckpointError,
+    ConfigError,
+    DeviceError,
+    DivergenceError,
+    OutputError,
+    TrainingInterrupted,
+)
+from cifarnet.metrics_log import MetricsLog
+from cifarnet.models import count_parameters, create_model, model_config
+from cifarnet.runtime import Runtime, resolve_runtime, seed_everything
+from cifarnet.schedule import lr_factor
+
+
+class TrainCallbacks:
+    """Hooks for progress display. The library calls them; it never prints."""
+
+    def on_start(self, info: dict[str, Any]) -> None: ...
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None: ...
+
+    def on_step(self, step: int, steps: int, stats: dict[str, float]) -> None: ...
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None: ...
+
+    def on_status(self, message: str) -> None: ...
+
+    def on_end(self, summary: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class RunPaths:
+    folder: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.csv"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def plot(self) -> Path:
+        return self.folder / "results.png"
+
+    @property
+    def summary(self) -> Path:
+        return self.folder / "summary.json"
+
+
+def new_run_folder(runs_dir: str | os.PathLike, name: str) -> Path:
+    """runs_dir/name, or name-2, name-3, ... : an existing run is never overwritten."""
+    root = Path(runs_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 10_000):
+            folder = root / (name if i == 1 else f"{name}-{i}")
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise OutputError(f"cannot create a run folder in {root}: {exc.strerror or exc}") from None
+    raise OutputError(f"too many runs named {name!r} in {root}; pass --name")
+
+
+@dataclass
+class Progress:
+    """Where the run stands; saved in last.pt so that a resume continues exactly."""
+
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0  # > 0 only for a checkpoint saved mid-epoch (after an interrupt)
+    global_step: int = 0
+    elapsed_seconds: float = 0.0  # wall time of the training loop so far (the --time budget)
+    best_val_top1: float = -1.0
+    best_epoch: int = 0
+    partial: dict[str, float] = field(default_factory=dict)  # running sums of an unfinished epoch
+
+
+class _StopFlag:
+    """Turns the first SIGINT/SIGTERM into a request to stop at the next safe point; a second
+    one aborts at once (the last saved last.pt stays intact: saves are atomic)."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_number is not None:
+            raise KeyboardInterrupt
+        self.signal_number = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | os.PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    callbacks: TrainCallbacks | None = None,
+) -> dict[str, Any]:
+    """Train a model and return the run's summary (also written to summary.json).
+
+    `resume`: a last.pt to continue; its config is used, updated by `overrides` (e.g.
+    {"epochs": 100} to extend the run).
+    """
+    callbacks = callbacks or TrainCallbacks()
+    if resume is not None:
+        return Trainer.resume(resume, overrides or {}, callbacks).run()
+    if config is None:
+        config = TrainConfig()
+    if overrides:
+        config = config.replace(**overrides)
+    return Trainer(config, callbacks).run()
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        callbacks: TrainCallbacks,
+        folder: Path | None = None,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.callbacks = callbacks
+        # fail on a bad model name or kwargs before loading data or creating folders
+        self.num_classes = 100 if config.dataset == "cifar100" else 10
+        self.model = create_model(config.model, self.num_classes, **config.model_kwargs)
+        self.runtime: Runtime = resolve_runtime(config.device, config.precision)
+        self._folder = folder
+        self._checkpoint = checkpoint
+
+    @classmethod
+    def resume(
+        cls, path: str | os.PathLike, overrides: dict[str, Any], callbacks: TrainCallbacks
+    ) -> Trainer:
+        ckpt = load_checkpoint(path)
+        if ckpt.get("kind") != "last":
+            raise CheckpointError(
+                f"{path} is not a last.pt (it has no optimizer state); "
+                "resume from the run's last.pt"
+            )
+        values = {**ckpt["train_config"], **overrides}
+        config = TrainConfig.from_dict(values, source=str(path))
+        done = ckpt["progress"]["epoch"]
+        if (
+            config.time_minutes is None
+            and done >= config.epochs
+            and not ckpt["progress"].get("step_in_epoch")
+        ):
+            raise ConfigError(
+                f"{path}: the run already completed {done} of {config.epochs} epochs; "
+                f"pass --epochs N (N > {done}) to train further"
+            )
+        return cls(config, callbacks, folder=Path(path).parent, checkpoint=ckpt)
+
+    # ---- set-up -------------------------------------------------------------------------
+
+    def _prepare_data(self) -> None:
+        c, dev = self.config, self.runtime.device
+        self.callbacks.on_status(f"loading {c.dataset}")
+        data = load_dataset(c.dataset, c.data_dir, download=c.download)
+        self.data_info = data.info()
+        self.data_source = data.source
+        train_idx, val_idx = stratified_split(data.train_labels, c.val_size, c.seed)
+        if c.subset is not None:
+            train_idx = balanced_subset(data.train_labels, train_idx, c.subset, c.seed)
+        normalize = Normalize(data.spec.mean, data.spec.std, dev, self.runtime.channels_last)
+        self.normalize = normalize
+        augment = Augment(c.crop_padding, c.flip, c.cutout)
+        # moved once to the device as uint8; batches are cut, augmented and normalised there
+        self.train_loader = BatchLoader(
+            data.train_images[train_idx].to(dev),
+            data.train_labels[train_idx].to(dev),
+            c.batch_size,
+            normalize,
+            augment,
+            shuffle=True,
+        )
+        self.val_loader = (
+            BatchLoader(
+                data.train_images[val_idx].to(dev),
+                data.train_labels[val_idx].to(dev),
+                c.eval_batch_size,
+                normalize,
+            )
+            if len(val_idx)
+            else None
+        )
+        self.test_loader = BatchLoader(
+            data.test_images.to(dev), data.test_labels.to(dev), c.eval_batch_size, normalize
+        )
+        self.train_count, self.val_count = len(train_idx), len(val_idx)
+
+    def _prepare_model(self) -> None:
+        c, rt = self.config, self.runtime
+        seed_everything(c.seed, c.deterministic)
+        model = self.model
+        if self._checkpoint is None and hasattr(model, "init_whitening"):
+            sample = self.train_loader.images[: min(5000, len(self.train_loader.images))]
+            model.init_whitening(self.normalize(sample))
+        model.to(rt.device, memory_format=rt.memory_format())
+        self.optimizer = build_optimizer(model, c)
+        self.plateau = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="min", factor=0.1, patience=c.plateau_patience
+            )
+            if c.schedule == "plateau"
+            else None
+        )
+        self.scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
+        self.ema = (
+            torch.optim.swa_utils.AveragedModel(
+                model,
+                multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay),
+                use_buffers=True,
+            )
+            if c.ema_decay > 0
+            else None
+        )
+        use_compile = c.compile if c.compile is not None else rt.device.type == "cuda"
+        self.compiled = use_compile
+        self.forward_model = torch.compile(model) if use_compile else model
+        self.eval_model = self.ema.module if self.ema is not None else model
+        if self.ema is None:
+            self.eval_forward = self.forward_model
+        else:
+            self.eval_forward = torch.compile(self.eval_model) if use_compile else self.eval_model
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.plateau is not None and ckpt.get("scheduler"):
+            self.plateau.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None and ckpt.get("ema_state_dict"):
+            self.ema.load_state_dict(ckpt["ema_state_dict"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.progress = Progress(**ckpt["progress"])
+        self.history = list(ckpt.get("history", []))
+        self._resume_data_state = rng.get("data")
+
+    # ---- the loop ---------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        self._prepare_data()
+        self._prepare_model()
+        self.progress, self.history = Progress(), []
+        self._resume_data_state = None
+        if self._checkpoint is not None:
+            self._restore(self._checkpoint)
+            self.paths = RunPaths(self._folder)
+        else:
+            self.paths = RunPaths(new_run_folder(c.runs_dir, c.name or "train"))
+        self.metrics = MetricsLog(self.paths.metrics)
+        self.metrics.rewrite(self.history)  # a resumed run's CSV matches its checkpoint exactly
+        self._write_config()
+        self.callbacks.on_start(self._start_info())
+        with _StopFlag() as stop:
+            self.stop = stop
+            while not self._finished():
+                self._run_epoch()
+        return self._finish()
+
+    def _finished(self) -> bool:
+        if self.config.time_minutes is not None:
+            return self.progress.elapsed_seconds >= self.config.time_minutes * 60
+        return self.progress.epoch >= self.config.epochs
+
+    def _progress_fraction(self, steps_per_epoch: int) -> float:
+        c, p = self.config, self.progress
+        if c.time_minutes is not None:
+            return p.elapsed_seconds / (c.time_minutes * 60)
+        return p.global_step / (c.epochs * steps_per_epoch)
+
+    def _set_lr(self, steps_per_epoch: int) -> float:
+        c = self.config
+        if self.plateau is not None:
+            return self.optimizer.param_groups[0]["lr"]
+        factor = lr_factor(
+            c.schedule, self._progress_fraction(steps_per_epoch), c.warmup_epochs / c.epochs
+        )
+        lr = c.lr * factor
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _epoch_generator(self, epoch: int) -> torch.Generator:
+        g = torch.Generator(device=self.runtime.device)
+        g.manual_seed(self.config.seed * 1_000_003 + epoch)
+        return g
+
+    def _run_epoch(self) -> None:
+        c, p, rt = self.config, self.progress, self.runtime
+        loader = self.train_loader
+        steps = len(loader)
+        epoch = p.epoch + 1
+        generator = self._epoch_generator(epoch)
+        start = p.step_in_epoch
+        if start and self._resume_data_state is not None:
+            generator.set_state(self._resume_data_state["generator"])
+            order = self._resume_data_state["order"].to(rt.device)
+        else:
+            order = loader.epoch_order(generator)
+        self._resume_data_state = None
+        self.callbacks.on_epoch_start(epoch, steps)
+        sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0, "seconds": 0.0, **p.partial}
+        loss_sum = torch.tensor(sums["loss_sum"], device=rt.device)
+        correct = torch.tensor(sums["correct"], device=rt.device)
+        count = int(sums["count"])
+        train_seconds = sums["seconds"]
+        sync_every = 1 if rt.device.type == "cpu" else 25
+        self.forward_model.train()
+        t_loop = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        step = start
+        for step, (x, y) in enumerate(loader.batches(generator, order, start), start=start + 1):
+            lr = self._set_lr(steps)
+            try:
+                result = train_step(
+                    self.forward_model, x, y, self.optimizer, rt, c.label_smoothing, self.scaler
+                )
+            except torch.OutOfMemoryError:
+                raise DeviceError(
+                    f"out of memory on {rt.device} at batch size {c.batch_size}; "
+                    "try a smaller --batch-size"
+                ) from None
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            loss_sum += result.loss_sum
+            correct += result.correct
+            count += result.count
+            p.global_step += 1
+            now = time.perf_counter()
+            p.elapsed_seconds += now - t_loop
+            train_seconds += now - t_loop
+            t_loop = now
+            if step % sync_every == 0 or step == steps:
+                loss_value = loss_sum.item()
+                if not math.isfinite(loss_value):
+                    raise DivergenceError(
+                        f"training diverged: loss is {loss_value} at epoch {epoch}, step {step} "
+                        f"(lr {lr:.4g}); try a lower --lr or --precision fp32. best.pt and "
+                        f"last.pt hold the last good weights"
+                    )
+                self.callbacks.on_step(
+                    step,
+                    steps,
+                    {
+                        "loss": loss_value / count,
+                        "top1": 100.0 * correct.item() / count,
+                        "lr": lr,
+                        "images_per_second": count / max(train_seconds, 1e-9),
+                        "elapsed_seconds": p.elapsed_seconds,
+                    },
+                )
+            if self.stop.signal_number is not None and step < steps:
+                p.step_in_epoch = step
+                p.partial = {
+                    "loss_sum": loss_sum.item(),
+                    "correct": correct.item(),
+                    "count": float(count),
+                    "seconds": train_seconds,
+                }
+                self._interrupt(generator, order)
+            if self._finished():
+                break
+        if self.plateau is None:
+            lr = self._set_lr(steps)
+        train_stats = (loss_sum.item() / max(count, 1), 100.0 * correct.item() / max(count, 1))
+        self._end_epoch(epoch, count, train_seconds, train_stats, lr)
+        if self.stop.signal_number is not None:
+            self._interrupt(None, None)
+
+    def _end_epoch(
+        self,
+        epoch: int,
+        count: int,
+        train_seconds: float,
+        train_stats: tuple[float, float],
+        lr: float,
+    ) -> None:
+        p = self.progress
+        t0 = time.perf_counter()
+        val = self._evaluate(self.val_loader) if self.val_loader is not None else None
+        if self.plateau is not None:
+            # the write-up divides the lr by 10 when validation error stops improving;
+            # without a validation split the training loss is watched instead
+            self.plateau.step(100.0 - val.top1 if val is not None else train_stats[0])
+        row = {
+            "epoch": epoch,
+            "lr": lr,
+            "train_loss": train_stats[0],
+            "train_top1": train_stats[1],
+            "val_loss": val.loss if val else float("nan"),
+            "val_top1": val.top1 if val else float("nan"),
+            "val_top5": val.top5 if val else float("nan"),
+            "train_images": count,
+            "epoch_seconds": train_seconds + (time.perf_counter() - t0),
+            "images_per_second": count / max(train_seconds, 1e-9),
+        }
+        p.epoch, p.step_in_epoch, p.partial = epoch, 0, {}
+        improved = val is None or val.top1 > p.best_val_top1
+        if improved:
+            p.best_val_top1 = val.top1 if val is not None else float("nan")
+            p.best_epoch = epoch
+        p.elapsed_seconds += time.perf_counter() - t0
+        row["elapsed_seconds"] = p.elapsed_seconds
+        self.history.append(row)
+        # last.pt first (it carries the history), then best.pt, then the CSV row: after a crash
+        # at any point, resuming rewrites metrics.csv from last.pt, so rows are never lost or
+        # doubled.
+        self._save_last(None, None)
+        if improved:
+            self._save_best()
+        self.metrics.append(row)
+        self.callbacks.on_epoch_end(row)
+
+    def _evaluate(self, loader: BatchLoader, keep_logits: bool = False) -> EvalResult:
+        return evaluate(self.eval_forward, loader.batches(), self.runtime, keep_logits)
+
+    # ---- saving -----------------------------------------------------------------------
+
+    def _base_payload(self, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {
+            "model": model_config(self.config.model, self.num_classes, self.config.model_kwargs),
+            "state_dict": state_dict,
+            "data": self.data_info,
+            "train_config": self.config.to_dict(),
+            "progress": self.progress.__dict__.copy(),
+        }
+
+    def _eval_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.eval_model.state_dict().items()}
+
+    def _save_best(self) -> None:
+        save_checkpoint(
+            {**self._base_payload(self._eval_state_dict()), "kind": "best"}, self.paths.best
+        )
+
+    def _save_last(self, generator: torch.Generator | None, order: torch.Tensor | None) -> None:
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        payload = {
+            **self._base_payload(state),
+            "kind": "last",
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.plateau.state_dict() if self.plateau is not None else None,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "ema_state_dict": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "data": {"generator": generator.get_state(), "order": order.cpu()}
+                if generator is not None and order is not None
+                else None,
+            },
+            "history": self.history,
+        }
+        save_checkpoint(payload, self.paths.last)
+
+    def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> None:
+        signum = self.stop.signal_number or signal.SIGINT
+        self._save_last(generator, order)
+        self._write_plot()
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(
+            f"stopped by {name} at epoch {self.progress.epoch + (1 if generator else 0)}"
+            f"{f', step {self.progress.step_in_epoch}' if generator else ''}; saved "
+            f"{self.paths.last}. Resume with: cifarnet train --resume {self.paths.last}",
+            signum,
+            str(self.paths.last),
+        )
+
+    def _write_config(self) -> None:
+        rt = self.runtime
+        payload = {
+            **self.config.to_dict(),
+            "_meta": {
+                **versions(),
+                "command": " ".join(sys.argv),
+                "device": str(rt.device),
+                "precision": rt.precision,
+                "channels_last": rt.channels_last,
+                "compile": self.compiled,
+                "data_source": self.data_source,
+                "train_images": self.train_count,
+                "val_images": self.val_count,
+                "parameters": count_parameters(self.model),
+            },
+        }
+        text = json.dumps(payload, indent=2) + "\n"
+        atomic_write(self.paths.config, lambda f: f.write(text.encode()))
+
+    def _write_plot(self) -> None:
+        from cifarnet.plots import plot_history
+
+        if self.history:
+            plot_history(self.history, self.paths.plot)
+
+    def _start_info(self) -> dict[str, Any]:
+        rt = self.runtime
+        return {
+            "run_dir": str(self.paths.folder),
+            "model": self.config.model,
+            "parameters": count_parameters(self.model),
+            "device": str(rt.device),
+            "precision": rt.precision,
+            "channels_last": rt.channels_last,
+            "compile": self.compiled,
+            "train_images": self.train_count,
+            "val_images": self.val_count,
+            "epochs": self.config.epochs,
+            "time_minutes": self.config.time_minutes,
+            "start_epoch": self.progress.epoch + 1,
+        }
+
+    def _finish(self) -> dict[str, Any]:
+        p, c = self.progress, self.config
+        self.callbacks.on_status("evaluating on the test set")
+        # the final model: best by validation top-1, or the last epoch without a validation split
+        if self.val_loader is not None and self.paths.best.exists():
+            best = load_checkpoint(self.paths.best)
+            self.eval_model.load_state_dict(best["state_dict"])
+        t0 = time.perf_counter()
+        test = self._evaluate(self.test_loader)
+        test_seconds = time.perf_counter() - t0
+        rows = self.history
+        train_images = sum(r["train_images"] for r in rows)
+        train_time = sum(
+            r["images_per_second"] and r["train_images"] / r["images_per_second"] for r in rows
+        )
+        summary = {
+            "run_dir": str(self.paths.folder),
+            "dataset": c.dataset,
+            "recipe": c.recipe,
+            "model": c.model,
+            "parameters": count_parameters(self.model),
+            "device": str(self.runtime.device),
+            "precision": self.runtime.precision,
+            "epochs": p.epoch,
+            "time_budget_minutes": c.time_minutes,
+            "test_top1": test.top1,
+            "test_top5": test.top5,
+            "test_loss": test.loss,
+            "best_epoch": p.best_epoch,
+            "best_val_top1": p.best_val_top1 if self.val_loader is not None else None,
+            "train_seconds": p.elapsed_seconds,
+            "train_images_per_second": train_images / max(train_time, 1e-9),
+            "test_images_per_second": test.count / max(test_seconds, 1e-9),
+            "peak_memory_mb": peak_memory_mb(self.runtime.device),
+        }
+        text = json.dumps(summary, indent=2) + "\n"
+        atomic_write(self.paths.summary, lambda f: f.write(text.encode()))
+        self._write_plot()
+        self.callbacks.on_end(summary)
+        return summary
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD. The reference recipe decays every parameter (as the write-up's torch SGD call
+    does); the others exempt BatchNorm and bias parameters (1-d tensors) from weight decay."""
+    if config.recipe == "reference":
+        groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    else:
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(
+        groups,
+        lr=config.lr,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,
+        weight_decay=config.weight_decay,
+    )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
