@@ -135,3 +135,18 @@ def resnet34(num_classes: int = 100) -> CifarResNet:
     return CifarResNet(
         num_classes, (64, 128, 256, 512), (3, 4, 6, 3), 0.0, "conv1x1", "avg", relu_after_add=True
     )
+
+
+@register_model("resnet", "configurable CIFAR ResNet: widths=, depths=, pool=, shortcut= kwargs")
+def resnet(
+    num_classes: int = 100,
+    widths: Sequence[int] = (32, 64, 128, 256),
+    depths: Sequence[int] = (2, 2, 2, 2),
+    stem_dropout: float = 0.0,
+    shortcut: str = "conv1x1",
+    pool: str = "avg",
+    relu_after_add: bool = True,
+) -> CifarResNet:
+    return CifarResNet(
+        num_classes, tuple(widths), tuple(depths), stem_dropout, shortcut, pool, relu_after_add
+    )
