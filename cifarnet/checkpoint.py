@@ -40,9 +40,11 @@ def stamp(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> None:
+def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None:
     """Write through `write(fileobj)` to a temporary file in the same folder, flush, fsync,
-    then rename over `path`: a reader (or a crash) sees the old file or the new, never half."""
+    then rename over `path`: a reader (or a crash) sees the old file or the new, never half.
+    `check(temp_path)`, when given, inspects the written file before the rename; if it raises,
+    the temporary file is removed and `path` is left as it was."""
     path = Path(path)
     tmp_name = None
     try:
@@ -51,6 +53,8 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(Path(tmp_name))
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_dir(path.parent)
