@@ -3,12 +3,18 @@ loader is exercised, and a tiny model config that trains in a fraction of a seco
 
 from __future__ import annotations
 
+import os
 import pickle
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# One intra-op thread (set before torch is first imported; subprocesses inherit it). The tests'
+# tensors are tiny, and on a shared 2-core machine OpenMP's two threads wait on each other: a
+# forward pass of the reference net took 1 s with 2 threads under load against 13 ms with 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TRAIN_PER_CLASS = 4
 TEST_PER_CLASS = 2
