@@ -102,6 +102,7 @@ class TrainConfig:
     download: bool = True
 
     def __post_init__(self) -> None:
+        _check_types(self)
         if self.recipe not in RECIPES:
             raise unknown_name("recipe", self.recipe, tuple(RECIPES))
         if self.dataset not in DATASETS:
@@ -156,6 +157,26 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+# Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
+# one clear error rather than a TypeError deep inside torch or difflib.
+_STR_FIELDS = ("recipe", "dataset", "model", "device", "precision", "schedule", "runs_dir")
+_OPTIONAL_STR_FIELDS = ("data_dir", "name")
+_BOOL_FIELDS = ("nesterov", "flip", "deterministic", "download")
+
+
+def _check_types(config: TrainConfig) -> None:
+    for name in _STR_FIELDS + _OPTIONAL_STR_FIELDS:
+        value = getattr(config, name)
+        if not isinstance(value, str) and not (value is None and name in _OPTIONAL_STR_FIELDS):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+    for name in (*_BOOL_FIELDS, "compile"):
+        value = getattr(config, name)
+        if not isinstance(value, bool) and not (value is None and name == "compile"):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+        raise ConfigError(f"seed must be an integer, got {config.seed!r}")
+
+
 def resolve_config(
     flags: dict[str, Any] | None = None, config_file: str | Path | None = None
 ) -> TrainConfig:
@@ -163,6 +184,8 @@ def resolve_config(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     file_values = read_config_file(config_file) if config_file is not None else {}
     recipe = flags.get("recipe", file_values.get("recipe", "default"))
+    if not isinstance(recipe, str):
+        raise ConfigError(f"recipe must be a string, got {recipe!r}")
     if recipe not in RECIPES:
         raise unknown_name("recipe", recipe, tuple(RECIPES))
     merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}

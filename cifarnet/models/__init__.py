@@ -54,8 +54,8 @@ def create_model(name: str, num_classes: int = 100, **kwargs: Any) -> nn.Module:
     entry = _entry(name)
     try:
         return entry.builder(num_classes=num_classes, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"model {name!r} does not accept {sorted(kwargs)}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model {name!r} does not accept {kwargs}: {exc}") from None
 
 
 def model_config(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> dict:

@@ -1,0 +1,129 @@
+"""TrainConfig: recipes, the precedence of recipe < --config file < flags, validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cifarnet.config import RECIPES, TrainConfig, read_config_file, resolve_config
+from cifarnet.errors import ConfigError
+
+
+def _write(path: Path, values: object) -> Path:
+    path.write_text(json.dumps(values))
+    return path
+
+
+def test_reference_recipe_is_the_write_up() -> None:
+    c = resolve_config({"recipe": "reference"})
+    assert (c.lr, c.weight_decay, c.batch_size, c.schedule) == (0.01, 1e-5, 256, "plateau")
+    assert (c.momentum, c.nesterov, c.label_smoothing, c.warmup_epochs) == (0.9, False, 0.0, 0.0)
+    assert c.model == "resnet_reference" and c.epochs == 70
+
+
+def test_default_recipe_differs_from_reference() -> None:
+    c = resolve_config({})
+    assert c.recipe == "default" and c.lr == RECIPES["default"]["lr"] != 0.01
+    assert c.schedule == "cosine"
+
+
+def test_file_overrides_recipe_and_flags_override_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.json", {"recipe": "reference", "lr": 0.05, "epochs": 7})
+    c = resolve_config({"epochs": 3}, path)
+    assert c.recipe == "reference"
+    assert c.lr == 0.05  # file beats recipe
+    assert c.epochs == 3  # flag beats file
+    assert c.weight_decay == 1e-5  # untouched recipe value
+
+
+def test_unset_flag_never_overrides_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.json", {"lr": 0.05, "batch_size": 32})
+    c = resolve_config({"lr": None, "batch_size": None, "seed": 4}, path)
+    assert (c.lr, c.batch_size, c.seed) == (0.05, 32, 4)
+
+
+def test_recipe_flag_replaces_the_files_recipe_but_not_its_values(tmp_path: Path) -> None:
+    path = _write(tmp_path / "c.json", {"recipe": "default", "batch_size": 32})
+    c = resolve_config({"recipe": "reference"}, path)
+    assert (c.recipe, c.lr, c.batch_size) == ("reference", 0.01, 32)
+
+
+def test_json_round_trip_and_run_config_with_meta(tmp_path: Path) -> None:
+    c = resolve_config({"recipe": "reference", "epochs": 5, "model_kwargs": {"a": 1}})
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    path = _write(tmp_path / "config.json", {**c.to_dict(), "_meta": {"torch": "x"}})
+    assert resolve_config({}, path) == c
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"epochs": 0}, "--epochs must be a positive integer, got 0"),
+        ({"epochs": -3}, "--epochs must be a positive integer"),
+        ({"batch_size": 0}, "--batch-size must be a positive integer"),
+        ({"lr": 0.0}, "--lr must be a positive number"),
+        ({"lr": -0.1}, "--lr must be a positive number"),
+        ({"lr": float("nan")}, "--lr must be a positive number"),
+        ({"time_minutes": 0}, "--time must be a positive number"),
+        ({"momentum": 1.0}, r"--momentum must be in \[0, 1\)"),
+        ({"weight_decay": -1e-4}, "--weight-decay must be >= 0"),
+        ({"val_size": -1}, "--val-size must be an integer >= 0"),
+        ({"subset": 0}, "--subset must be a positive integer"),
+        ({"dataset": "cifar1000"}, r"unknown dataset 'cifar1000' \(did you mean 'cifar100'\?\)"),
+        ({"recipe": "referense"}, r"unknown recipe.*did you mean 'reference'.*default"),
+        ({"precision": "fp31"}, r"unknown precision 'fp31' \(did you mean 'fp32'\?\)"),
+        ({"schedule": "cosin"}, r"did you mean 'cosine'"),
+        ({"device": "cdua"}, r"unknown device 'cdua' \(did you mean 'cuda'\?\).*cuda:N"),
+        ({"device": "quantum"}, r"unknown device 'quantum'; use one of: auto, cpu, cuda"),
+    ],
+)
+def test_bad_values_are_config_errors(flags: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(flags)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"epochs": "ten"}, "--epochs must be a positive integer, got 'ten'"),
+        ({"epochs": 3.0}, "--epochs must be a positive integer"),
+        ({"lr": "0.1"}, "--lr must be a positive number"),
+        ({"recipe": 5}, "recipe must be a string, got 5"),
+        ({"recipe": ["reference"]}, "recipe must be a string"),
+        ({"dataset": 100}, "dataset must be a string, got 100"),
+        ({"seed": "x"}, "seed must be an integer, got 'x'"),
+        ({"nesterov": "yes"}, "nesterov must be true or false, got 'yes'"),
+        ({"name": 3}, "name must be a string"),
+        ({"model_kwargs": [1]}, "model_kwargs must be a JSON object"),
+        ({"epoch": 3}, r"unknown setting\(s\) epoch; valid: .*epochs"),
+    ],
+)
+def test_bad_config_file_values(tmp_path: Path, values: dict, message: str) -> None:
+    path = _write(tmp_path / "c.json", values)
+    with pytest.raises(ConfigError, match=message):
+        resolve_config({}, path)
+
+
+def test_unreadable_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config file not found: .*nope\.json"):
+        read_config_file(tmp_path / "nope.json")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        read_config_file(tmp_path)  # a folder
+    (tmp_path / "bad.json").write_text("{'lr': 0.1")
+    with pytest.raises(ConfigError, match=r"bad\.json is not valid JSON"):
+        read_config_file(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ConfigError, match="must hold a JSON object"):
+        read_config_file(tmp_path / "list.json")
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(ConfigError, match=r"binary\.json"):
+        read_config_file(tmp_path / "binary.json")
+
+
+def test_config_is_frozen() -> None:
+    c = TrainConfig()
+    with pytest.raises(AttributeError):
+        c.lr = 1.0  # type: ignore[misc]
+    assert c.replace(lr=0.5).lr == 0.5 and c.lr == 0.2

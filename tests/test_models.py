@@ -1,0 +1,89 @@
+"""Model registry, the reference network's exact shape, forward shapes of every family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifarnet.errors import ConfigError
+from cifarnet.models import build_model, count_parameters, create_model, list_models, model_config
+
+REFERENCE_PARAMETERS = 3_903_620  # the write-up's network at 100 classes
+
+
+def test_registry_lists_the_families() -> None:
+    names = list_models()
+    assert names == sorted(names)
+    assert {"resnet_reference", "resnet18", "resnet34", "resnet", "fastnet"} <= set(names)
+
+
+def test_reference_parameter_count() -> None:
+    assert count_parameters(create_model("resnet_reference", 100)) == REFERENCE_PARAMETERS
+
+
+def test_reference_state_dict_keys_match_the_write_up() -> None:
+    model = create_model("resnet_reference", 100)
+    children = [name for name, _ in model.named_children()]
+    for name in ("conv1", "bn", "dropout", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "fc_layer"):
+        assert name in children
+    sd = model.state_dict()
+    assert {k.split(".")[0] for k in sd} == {
+        "conv1",
+        "bn",
+        "conv2_x",
+        "conv3_x",
+        "conv4_x",
+        "conv5_x",
+        "fc_layer",
+    }
+    # blocks per stage [2, 4, 4, 2]; 3x3 projection shortcut where the shape changes
+    for stage, blocks in zip(
+        ("conv2_x", "conv3_x", "conv4_x", "conv5_x"), (2, 4, 4, 2), strict=True
+    ):
+        assert f"{stage}.{blocks - 1}.conv2.weight" in sd
+        assert f"{stage}.{blocks}.conv1.weight" not in sd
+    assert "conv2_x.0.downsample.0.weight" not in sd  # 32 -> 32, stride 1: identity shortcut
+    assert sd["conv3_x.0.downsample.0.weight"].shape == (64, 32, 3, 3)
+    assert sd["conv1.weight"].shape == (32, 3, 3, 3)
+    assert sd["fc_layer.weight"].shape == (100, 256)
+    assert isinstance(model.dropout, nn.Dropout2d) and model.dropout.p == pytest.approx(0.02)
+
+
+def test_reference_initialisation() -> None:
+    model = create_model("resnet_reference", 100)
+    assert torch.all(model.bn.weight == 1) and torch.all(model.bn.bias == 0)
+    # Kaiming normal, fan_out: std = sqrt(2 / (out_channels * 3 * 3))
+    w = model.conv4_x[1].conv1.weight
+    assert w.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    ("name", "classes"),
+    [("resnet_reference", 100), ("resnet_reference", 10), ("resnet18", 100), ("fastnet", 100)],
+)
+def test_forward_shape(name: str, classes: int) -> None:
+    model = create_model(name, classes).eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, classes)
+    assert torch.isfinite(out).all()
+
+
+def test_rebuilt_from_config_alone() -> None:
+    kwargs = {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}
+    original = create_model("resnet", 10, **kwargs)
+    rebuilt = build_model(model_config("resnet", 10, kwargs))
+    rebuilt.load_state_dict(original.state_dict())  # same keys and shapes, or this raises
+    assert count_parameters(rebuilt) == count_parameters(original)
+
+
+def test_unknown_model_suggests_a_name() -> None:
+    with pytest.raises(ConfigError, match=r"did you mean 'resnet18'\?.*resnet_reference"):
+        create_model("resnet81")
+
+
+@pytest.mark.parametrize("kwargs", [{"depth": 3}, {"pool": "median"}])
+def test_bad_model_kwargs_are_config_errors(kwargs: dict) -> None:
+    with pytest.raises(ConfigError, match="resnet"):
+        create_model("resnet", 100, **kwargs)
