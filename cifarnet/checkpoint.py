@@ -10,7 +10,9 @@ import contextlib
 import datetime as dt
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; give what open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -67,6 +70,12 @@ def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+def _default_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -92,23 +101,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses globals (classes, functions): the file carries code or objects
-        # that are not plain data. Nothing from it was executed.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        # weights_only refuses globals (classes, functions) before calling anything, so nothing
+        # from the file ran. torch's message advises turning the check off: not relayed.
+        found = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", str(exc))
+        if found:
+            raise CheckpointError(
+                f"{path} carries code or objects ({found.group(1)}), refused without running "
+                "them; only checkpoints written by cifarnet can be loaded"
+            ) from None
         raise CheckpointError(
-            f"{path} holds objects other than tensors and plain values (refused without running "
-            f"them: {first[:160]}); only checkpoints written by cifarnet can be loaded"
+            f"{path} is not a checkpoint cifarnet can read (not a PyTorch file, corrupt, or "
+            "holding objects other than tensors and plain values; nothing in it was run)"
         ) from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
     except RuntimeError as exc:
         raise CheckpointError(
-            f"{path} is truncated or not a PyTorch file ({_first_line(exc)})"
+            f"{path} is truncated or not a PyTorch file ({one_line(exc)})"
         ) from None
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # torch's reader of old-style files fails on foreign bytes variously
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} was not written by cifarnet (no {FORMAT!r} header)")
     version = ckpt.get("format_version")
@@ -123,9 +143,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return ckpt
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (torch's run over several); a long one is cut to its
+    first sentence and at most `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > limit:
+        text = text.split(". ")[0]
+    return text[: limit - 3] + "..." if len(text) > limit else text
 
 
 def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
@@ -142,7 +166,7 @@ def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> 
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
-        detail = _first_line(exc)
+        detail = one_line(exc)
         raise CheckpointError(
             f"{path}: weights do not fit model {ckpt['model'].get('name')!r} "
             f"(wrong architecture: {detail})"

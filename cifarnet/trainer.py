@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarnet.checkpoint import atomic_write, load_checkpoint, save_checkpoint, versions
+from cifarnet.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    one_line,
+    save_checkpoint,
+    versions,
+)
 from cifarnet.config import TrainConfig
 from cifarnet.data import (
     Augment,
@@ -182,6 +188,7 @@ class Trainer:
         self.runtime: Runtime = resolve_runtime(config.device, config.precision)
         self._folder = folder
         self._checkpoint = checkpoint
+        self._resume_path: Path | None = None
 
     @classmethod
     def resume(
@@ -193,9 +200,12 @@ class Trainer:
                 f"{path} is not a last.pt (it has no optimizer state); "
                 "resume from the run's last.pt"
             )
-        values = {**ckpt["train_config"], **overrides}
+        try:
+            values = {**ckpt["train_config"], **overrides}
+            done = ckpt["progress"]["epoch"]
+        except (KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path} lacks its training state ({exc}); damaged") from None
         config = TrainConfig.from_dict(values, source=str(path))
-        done = ckpt["progress"]["epoch"]
         if (
             config.time_minutes is None
             and done >= config.epochs
@@ -205,7 +215,16 @@ class Trainer:
                 f"{path}: the run already completed {done} of {config.epochs} epochs; "
                 f"pass --epochs N (N > {done}) to train further"
             )
-        return cls(config, callbacks, folder=Path(path).parent, checkpoint=ckpt)
+        trainer = cls(config, callbacks, folder=Path(path).parent, checkpoint=ckpt)
+        trainer._resume_path = Path(path)
+        try:  # a mismatch fails here, before any data is loaded
+            trainer.model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: weights do not fit model {config.model!r} "
+                f"(wrong architecture: {one_line(exc)})"
+            ) from None
+        return trainer
 
     # ---- set-up -------------------------------------------------------------------------
 
@@ -281,6 +300,15 @@ class Trainer:
             self.eval_forward = torch.compile(self.eval_model) if use_compile else self.eval_model
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
+        try:
+            self._load_state(ckpt)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{self._resume_path}: cannot resume from it with this configuration "
+                f"({type(exc).__name__}: {one_line(exc)})"
+            ) from None
+
+    def _load_state(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.plateau is not None and ckpt.get("scheduler"):
