@@ -56,8 +56,9 @@ class FastNet(nn.Module):
         self.logit_scale = logit_scale
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m is not self.whiten:
-                nn.init.dirac_(m.weight[: m.in_channels])  # identity-like start: stable at high lr
-                nn.init.kaiming_normal_(m.weight[m.in_channels :], mode="fan_in")
+                # identity on the first in_channels filters (the rest keep torch's default init):
+                # the net starts close to a shallow one and tolerates a high learning rate
+                nn.init.dirac_(m.weight[: m.in_channels])
 
     @torch.no_grad()
     def init_whitening(self, images: torch.Tensor, eps: float = 5e-4) -> None:
@@ -71,6 +72,9 @@ class FastNet(nn.Module):
         filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).view(12, 3, 2, 2)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
         self.whiten.bias.zero_()
+        # The whitening is a fixed property of the data, not something to learn. Freezing it also
+        # spares the backward pass its largest gradient: the one w.r.t. the 31x31 stem output.
+        self.whiten.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.act(self.whiten(x)))
