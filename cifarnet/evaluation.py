@@ -1,0 +1,292 @@
+"""`evaluate`: a checkpoint or an exported .onnx model on a CIFAR split; numbers, no printing.
+
+`evaluate(...)` returns an `Evaluation`; `Evaluation.save(out)` writes the summary CSV, the
+per-class CSV and the confusion matrix (CSV and PNG heatmap) next to each other.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarnet import metrics
+from cifarnet.data import BatchLoader, load_dataset, stratified_split
+from cifarnet.data import get_spec as dataset_spec
+from cifarnet.engine import evaluate as run_evaluation
+from cifarnet.errors import ConfigError, DataError
+from cifarnet.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
+from cifarnet.outputs import check_new_files, write_bytes, write_csv
+
+SPLITS = ("test", "val", "train")
+SUMMARY_COLUMNS = [
+    "checkpoint",
+    "dataset",
+    "split",
+    "images",
+    "loss",
+    "top1",
+    "top5",
+    "superclass_top1",
+    "ece",
+    "seconds",
+    "images_per_second",
+]
+
+
+@dataclass
+class Evaluation:
+    """Results of one evaluation. Accuracies and ece in percent; loss is mean cross-entropy."""
+
+    checkpoint: str
+    kind: str  # "checkpoint" or "onnx"
+    defaulted: bool  # the checkpoint was picked as the newest run's best.pt
+    dataset: str
+    split: str
+    images: int
+    loss: float
+    top1: float
+    top5: float
+    superclass_top1: float | None
+    ece: float
+    seconds: float  # the inference pass only (data loading excluded)
+    device: str
+    precision: str
+    tta: bool
+    classes: list[str]
+    superclasses: list[str] | None
+    fine_to_coarse: list[int] | None
+    class_images: list[int]  # per class
+    class_top1: list[float]  # per class, percent (NaN: no image of that class in the split)
+    class_top5: list[float]
+    confusion: torch.Tensor  # int64 (C, C): [true, predicted]
+    confused_pairs: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+    def summary(self) -> dict[str, Any]:
+        """The one row of the summary CSV."""
+        return {
+            "checkpoint": self.checkpoint,
+            "dataset": self.dataset,
+            "split": self.split,
+            "images": self.images,
+            "loss": self.loss,
+            "top1": self.top1,
+            "top5": self.top5,
+            "superclass_top1": self.superclass_top1,
+            "ece": self.ece,
+            "seconds": self.seconds,
+            "images_per_second": self.images_per_second,
+        }
+
+    def ranked_classes(self) -> list[int]:
+        """Class indices from the best top-1 to the worst (classes without images last)."""
+        return sorted(
+            range(len(self.classes)),
+            key=lambda c: (math.isnan(self.class_top1[c]), -_nan_to(self.class_top1[c]), c),
+        )
+
+    def per_class_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for c, name in enumerate(self.classes):
+            rows.append(
+                {
+                    "index": c,
+                    "class": name,
+                    "superclass": self.superclass_of(c),
+                    "images": self.class_images[c],
+                    "top1": self.class_top1[c],
+                    "top5": self.class_top5[c],
+                }
+            )
+        return rows
+
+    def superclass_of(self, c: int) -> str | None:
+        if self.superclasses is None or self.fine_to_coarse is None:
+            return None
+        return self.superclasses[self.fine_to_coarse[c]]
+
+    def save(self, out: str | os.PathLike, force: bool = False) -> list[Path]:
+        """Write the four files next to `out` (see `output_paths`); returns their paths."""
+        paths = output_paths(out)
+        check_new_files(paths, force)
+        summary, per_class, confusion_csv, heatmap = paths
+        write_csv([self.summary()], summary, SUMMARY_COLUMNS)
+        write_csv(self.per_class_rows(), per_class)
+        confusion = {"true_class": self.classes}
+        for p, name in enumerate(self.classes):
+            confusion[name] = self.confusion[:, p].tolist()
+        write_csv(confusion, confusion_csv)
+        write_bytes(heatmap, _heatmap_png(self))
+        return paths
+
+
+def output_paths(out: str | os.PathLike) -> list[Path]:
+    """results.csv -> [results.csv, results_per_class.csv, results_confusion.csv,
+    results_confusion.png]."""
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"--out {out}: give a .csv file name (e.g. results.csv)")
+    stem = out.with_suffix("")
+    return [
+        out,
+        Path(f"{stem}_per_class.csv"),
+        Path(f"{stem}_confusion.csv"),
+        Path(f"{stem}_confusion.png"),
+    ]
+
+
+def evaluate(
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    dataset: str | None = None,
+    split: str = "test",
+    batch_size: int = 500,
+    device: str = "auto",
+    precision: str = "auto",
+    tta: bool = False,
+    download: bool = True,
+    out: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Evaluation:
+    """Evaluate a checkpoint (best.pt / last.pt) or an exported .onnx file on a dataset split.
+
+    With no checkpoint the newest runs/*/best.pt under the current folder is used (see
+    `Evaluation.checkpoint` / `.defaulted`). `split` "val" is the run's own held-out split
+    (its val_size and seed); "train" the images the run trained on. With `out` the result is
+    also written (see `Evaluation.save`); existing files are refused unless `force`.
+    """
+    if split not in SPLITS:
+        raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    if out is not None:
+        check_new_files(output_paths(out), force)  # fail before the slow part
+    loaded = load_inference_model(checkpoint, device, precision)
+    info = loaded.info
+    if dataset is not None and dataset != info.dataset:
+        dataset_spec(dataset)  # an unknown name gets the standard message
+        raise ConfigError(
+            f"{loaded.path} is a {info.dataset} model ({info.num_classes} classes); "
+            f"it cannot be evaluated on {dataset}"
+        )
+    data = load_dataset(info.dataset, find_data_dir(info, data_dir), download=download)
+    if data.classes != info.classes:
+        raise DataError(
+            f"the class names of {data.source} differ from those stored in {loaded.path}"
+        )
+    images, labels = _split(data, info, split, loaded)
+    result = _run(loaded, images, labels, split, batch_size, tta)
+    if out is not None:
+        result.save(out, force)
+    return result
+
+
+def _split(
+    data: Any, info: ModelInfo, split: str, loaded: LoadedModel
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if split == "test":
+        return data.test_images, data.test_labels
+    if info.val_size is None or info.seed is None:
+        raise ConfigError(
+            f"--split {split}: {loaded.path} does not record its run's validation split "
+            "(val_size, seed); use --split test"
+        )
+    if split == "val" and info.val_size == 0:
+        raise ConfigError(f"--split val: the run of {loaded.path} held out no validation images")
+    train_idx, val_idx = stratified_split(data.train_labels, info.val_size, info.seed)
+    idx = val_idx if split == "val" else train_idx
+    return data.train_images[idx], data.train_labels[idx]
+
+
+def _run(
+    loaded: LoadedModel,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    split: str,
+    batch_size: int,
+    tta: bool,
+) -> Evaluation:
+    info, rt = loaded.info, loaded.runtime
+    loader = BatchLoader(images.to(rt.device), labels.to(rt.device), batch_size, loaded.input)
+    t0 = time.perf_counter()
+    result = run_evaluation(loaded.module, loader.batches(), rt, keep_logits=True, tta_flip=tta)
+    seconds = time.perf_counter() - t0
+    logits = result.logits
+    assert logits is not None  # keep_logits=True
+    labels = labels.cpu()
+    predictions = logits.argmax(1)
+    c = info.num_classes
+    counts, top1 = metrics.per_class_accuracy(predictions == labels, labels, c)
+    _, top5 = metrics.per_class_accuracy(metrics.topk_hits(logits, labels, 5), labels, c)
+    confusion = metrics.confusion_matrix(predictions, labels, c)
+    return Evaluation(
+        checkpoint=str(loaded.path),
+        kind=loaded.kind,
+        defaulted=loaded.defaulted,
+        dataset=info.dataset,
+        split=split,
+        images=result.count,
+        loss=result.loss,
+        top1=result.top1,
+        top5=result.top5,
+        superclass_top1=metrics.superclass_accuracy(predictions, labels, info.fine_to_coarse)
+        if info.fine_to_coarse
+        else None,
+        ece=metrics.expected_calibration_error(logits.softmax(1), labels),
+        seconds=seconds,
+        device=str(rt.device),
+        precision=rt.precision,
+        tta=tta,
+        classes=info.classes,
+        superclasses=info.superclasses,
+        fine_to_coarse=info.fine_to_coarse,
+        class_images=counts.tolist(),
+        class_top1=top1.tolist(),
+        class_top5=top5.tolist(),
+        confusion=confusion,
+        confused_pairs=metrics.confused_pairs(confusion, 10),
+    )
+
+
+def _nan_to(value: float, fill: float = -1.0) -> float:
+    return fill if math.isnan(value) else value
+
+
+def _heatmap_png(result: Evaluation) -> bytes:
+    """The confusion matrix as a heatmap, rows normalised to the share of each true class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c = len(result.classes)
+    counts = result.confusion.double()
+    shares = counts / counts.sum(1, keepdim=True).clamp(min=1)
+    size = 6 if c <= 20 else 14
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), layout="constrained")
+    image = ax.imshow(shares.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    font = 8 if c <= 20 else 4
+    ax.set_xticks(range(c), result.classes, rotation=90, fontsize=font)
+    ax.set_yticks(range(c), result.classes, fontsize=font)
+    ax.set(
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"{Path(result.checkpoint).name} on {result.dataset} {result.split}: "
+        f"top-1 {result.top1:.2f}%",
+    )
+    fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's images")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,226 @@
+"""One inference model over two back ends: a cifarnet checkpoint (PyTorch) or an exported .onnx
+file (onnxruntime), with one input contract.
+
+The contract, shared by the PyTorch wrapper and every export: float32 RGB images, NCHW
+(N, 3, 32, 32), values in [0, 1] (uint8 pixels / 255). The normalisation with the dataset's
+mean and std happens inside the model. `LoadedModel.input` is the one place that turns uint8
+images into that input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.data import Normalize, get_spec, locate
+from cifarnet.errors import CheckpointError, CifarnetError, ConfigError
+from cifarnet.runtime import Runtime, resolve_runtime
+
+INPUT_CONTRACT = (
+    "input 'images': float32 (N, 3, 32, 32), RGB, channels first, values in [0, 1] "
+    "(uint8 pixels / 255); the model normalises with the stored mean and std itself. "
+    "output 'logits': float32 (N, classes); softmax gives class probabilities."
+)
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+ONNX_INSTALL_HINT = "pip install 'cifarnet[onnx]'"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint or an export knows about its model and data: class names, the
+    normalisation, and the run's split settings (for `evaluate --split val`)."""
+
+    dataset: str
+    classes: list[str]
+    superclasses: list[str] | None
+    fine_to_coarse: list[int] | None
+    mean: list[float]
+    std: list[float]
+    model: dict[str, Any]
+    image_size: int = 32
+    val_size: int | None = None
+    seed: int | None = None
+    data_dir: str | None = field(default=None, compare=False)  # where the run found its data
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_json(self) -> str:
+        """Everything except the local data folder, for export metadata."""
+        values = asdict(self)
+        values.pop("data_dir")
+        return json.dumps(values)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint") -> ModelInfo:
+        try:
+            return cls._from_checkpoint(ckpt)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: its data info is malformed ({exc!r})") from None
+
+    @classmethod
+    def _from_checkpoint(cls, ckpt: dict[str, Any]) -> ModelInfo:
+        data, train = ckpt["data"], ckpt.get("train_config") or {}
+        return cls(
+            dataset=data["dataset"],
+            classes=list(data["classes"]),
+            superclasses=data.get("superclasses"),
+            fine_to_coarse=data.get("fine_to_coarse"),
+            mean=[float(v) for v in data["mean"]],
+            std=[float(v) for v in data["std"]],
+            model=dict(ckpt["model"]),
+            image_size=int(data.get("image_size", 32)),
+            val_size=train.get("val_size"),
+            seed=train.get("seed"),
+            data_dir=train.get("data_dir"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> ModelInfo:
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: its cifarnet metadata is malformed ({exc})") from None
+
+
+class NormalizedModel(nn.Module):
+    """The network behind the input contract: [0, 1] RGB in, logits out. This module is what
+    gets exported, so the normalisation travels inside every exported graph."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std)
+
+
+def require_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CifarnetError(f"onnxruntime is not installed; {ONNX_INSTALL_HINT}") from None
+    return onnxruntime
+
+
+def onnx_session(source: str | os.PathLike | bytes) -> Any:
+    """An onnxruntime CPU session for a file path or serialised model bytes."""
+    ort = require_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    try:
+        model = source if isinstance(source, bytes) else str(source)
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph)
+        name = "the ONNX model" if isinstance(source, bytes) else str(source)
+        raise CheckpointError(f"{name} is not a loadable ONNX model ({first_line(exc)})") from None
+
+
+class OnnxModule(nn.Module):
+    """An onnxruntime session that behaves like an eval-mode nn.Module on CPU tensors, so the
+    evaluation loop runs it like any network."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().float().cpu().contiguous().numpy()
+        (logits,) = self.session.run(None, {self.input_name: array})
+        return torch.from_numpy(logits)
+
+
+def onnx_info(session: Any, source: str) -> ModelInfo:
+    metadata = session.get_modelmeta().custom_metadata_map
+    if "cifarnet" not in metadata:
+        raise CheckpointError(
+            f"{source} was not exported by cifarnet (no 'cifarnet' metadata); "
+            "export it with `cifarnet export --onnx`"
+        )
+    return ModelInfo.from_json(metadata["cifarnet"], source)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference: `module` maps contract input to logits on `runtime`."""
+
+    module: nn.Module
+    info: ModelInfo
+    runtime: Runtime
+    path: Path
+    kind: str  # "checkpoint" or "onnx"
+    defaulted: bool  # True when no path was given and the newest run's best.pt was taken
+
+    @property
+    def input(self) -> Normalize:
+        """uint8 (N, 3, H, W) -> float [0, 1] on the model's device and memory format."""
+        return Normalize(
+            (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), self.runtime.device, self.runtime.channels_last
+        )
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> float32 logits (N, classes) on the CPU."""
+        x = self.input(images.to(self.runtime.device))
+        with self.runtime.autocast():
+            return self.module(x).float().cpu()
+
+
+def resolve_model_path(path: str | os.PathLike | None) -> tuple[Path, bool]:
+    """(path, defaulted): the given path, or the newest runs/*/best.pt under the current folder."""
+    if path is None:
+        return find_latest_checkpoint(), True
+    return Path(path), False
+
+
+def load_inference_model(
+    path: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"
+) -> LoadedModel:
+    """A checkpoint (best.pt / last.pt of any run) or an exported .onnx file, ready to run."""
+    resolved, defaulted = resolve_model_path(path)
+    if resolved.suffix.lower() == ".onnx":
+        if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
+            raise ConfigError(
+                f"{resolved}: ONNX models run in fp32 on the CPU through onnxruntime; "
+                "leave --device and --precision unset (or use cpu / fp32)"
+            )
+        if not resolved.is_file():
+            raise CheckpointError(f"{resolved}: no such ONNX file")
+        session = onnx_session(resolved)
+        runtime = Runtime(torch.device("cpu"), "fp32", channels_last=False)
+        info = onnx_info(session, str(resolved))
+        return LoadedModel(OnnxModule(session), info, runtime, resolved, "onnx", defaulted)
+    ckpt = load_checkpoint(resolved)
+    info = ModelInfo.from_checkpoint(ckpt, str(resolved))
+    runtime = resolve_runtime(device, precision)
+    module = NormalizedModel(load_model(ckpt, resolved), info.mean, info.std)
+    module.to(runtime.device, memory_format=runtime.memory_format()).eval()
+    return LoadedModel(module, info, runtime, resolved, "checkpoint", defaulted)
+
+
+def find_data_dir(info: ModelInfo, data_dir: str | os.PathLike | None) -> str | os.PathLike | None:
+    """--data-dir; else the usual places; else, when they lack the data, the folder the run
+    trained from (so `evaluate runs/x/best.pt` needs no --data-dir after `train --data-dir`)."""
+    if data_dir is not None:
+        return data_dir
+    spec = get_spec(info.dataset)
+    if locate(spec, None) is None and info.data_dir and locate(spec, info.data_dir) is not None:
+        return info.data_dir
+    return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -1,0 +1,50 @@
+"""Result files of evaluate, predict, export and benchmark: never overwritten by accident, and
+written atomically, so a failed write leaves the earlier file intact."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cifarnet.checkpoint import atomic_write
+from cifarnet.errors import OutputError
+
+
+def check_new_files(paths: Sequence[str | os.PathLike], force: bool) -> None:
+    """Refuse (OutputError) when any of `paths` exists, unless `force`; a folder is refused
+    always. Call before the work, so a refusal costs nothing."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise OutputError(f"{path} is a folder; give a file name")
+        if path.exists() and not force:
+            raise OutputError(f"{path} already exists; pass --force to overwrite it")
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    make_parent(path)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def write_csv(
+    rows: list[dict[str, Any]] | dict[str, list[Any]],
+    path: str | os.PathLike,
+    columns: list[str] | None = None,
+) -> None:
+    """A CSV (pandas, no index) from rows or from columns, written atomically."""
+    import pandas as pd
+
+    buffer = io.StringIO()
+    pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
+    write_bytes(path, buffer.getvalue().encode())
+
+
+def make_parent(path: Path) -> None:
+    """Create the folder `path` goes into (OutputError when that fails)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create folder {path.parent}: {exc.strerror or exc}") from None
