@@ -19,23 +19,35 @@ _EXPORTS = {
     "list_models": "cifarnet.models",
     "load_dataset": "cifarnet.data",
     "train": "cifarnet.trainer",
+    "evaluate": "cifarnet.evaluation",
+    "predict": "cifarnet.prediction",
+    "export": "cifarnet.exporter",
+    "benchmark": "cifarnet.benchmarking",
 }
 
 __all__ = [
     "CifarnetError",
     "TrainConfig",
     "__version__",
+    "benchmark",
     "create_model",
+    "evaluate",
+    "export",
     "list_models",
     "load_dataset",
+    "predict",
     "train",
 ]
 
 if TYPE_CHECKING:
+    from cifarnet.benchmarking import benchmark
     from cifarnet.config import TrainConfig
     from cifarnet.data import load_dataset
     from cifarnet.errors import CifarnetError
+    from cifarnet.evaluation import evaluate
+    from cifarnet.exporter import export
     from cifarnet.models import create_model, list_models
+    from cifarnet.prediction import predict
     from cifarnet.trainer import train
 
 

@@ -61,7 +61,10 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
     except CifarnetError as exc:
         if debug:
             traceback.print_exc()
-        _console(stderr=True).print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        from rich.markup import escape
+
+        # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'")
+        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         _console(stderr=True).print("[bold red]aborted[/] (the last saved checkpoint is intact)")
@@ -278,6 +281,270 @@ def models() -> None:
         params = count_parameters(create_model(name, 100))
         table.add_row(name, f"{params:,}", model_description(name))
     _console().print(table)
+
+
+CHECKPOINT_HELP = (
+    "best.pt or last.pt of any run{onnx}; default: the newest runs/*/best.pt under the "
+    "current folder."
+)
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+
+
+def _resolve_model(path: Path | None) -> Path:
+    """The given path, or the newest run's best.pt, saying so on stderr."""
+    from cifarnet.inference import resolve_model_path
+
+    resolved, defaulted = resolve_model_path(path)
+    if defaulted:
+        _console(stderr=True).print(f"using {resolved} (the newest run's best.pt)", markup=False)
+    return resolved
+
+
+@app.command(
+    epilog="Examples: cifarnet evaluate · cifarnet evaluate runs/train/best.pt --split val "
+    "--out results/val.csv · cifarnet evaluate runs/train/model.onnx --tta"
+)
+def evaluate(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help=CHECKPOINT_HELP.format(onnx=", or an exported .onnx file"), show_default=False
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help=" or ".join(DATASETS) + ".", show_default="the checkpoint's"),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="test; val (the run's own held-out split: its --val-size and --seed); "
+            "train (the images the run trained on)."
+        ),
+    ] = "test",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Average the logits of each image and its mirror image.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Summary CSV (one row); next to it STEM_per_class.csv, STEM_confusion.csv "
+            "and STEM_confusion.png.",
+            show_default=False,
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    download: Annotated[
+        bool,
+        typer.Option("--download/--no-download", help="Download the dataset when absent."),
+    ] = True,
+    debug: DebugOpt = False,
+) -> None:
+    """Loss, top-1/top-5, superclass accuracy, calibration, per-class results, confusions."""
+    with handle_errors(debug):
+        from cifarnet.cli_render import render_evaluation
+        from cifarnet.evaluation import evaluate as run_evaluation
+
+        result = run_evaluation(
+            _resolve_model(checkpoint),
+            data_dir=data_dir,
+            dataset=dataset,
+            split=split,
+            batch_size=batch_size,
+            device=device or "auto",
+            precision=precision or "auto",
+            tta=tta,
+            download=download,
+            out=out,
+            force=force,
+        )
+        render_evaluation(_console(), result)
+        if out is not None:
+            from cifarnet.evaluation import output_paths
+
+            _console().print("wrote " + ", ".join(map(str, output_paths(out))), markup=False)
+
+
+@app.command(
+    epilog="Examples: cifarnet predict photo.jpg · cifarnet predict photos/ 'more/*.png' "
+    "--out predictions.csv · cifarnet predict photos/ --model runs/train/model.onnx"
+)
+def predict(
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files (PNG, JPEG, BMP, GIF, WebP, TIFF), folders (searched "
+            "recursively) and glob patterns.",
+            show_default=False,
+        ),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help=CHECKPOINT_HELP.format(onnx=", or an exported .onnx file"),
+            show_default=False,
+        ),
+    ] = None,
+    topk: Annotated[int, typer.Option(help="Classes listed per image.")] = 5,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV with one row per input: path, label, superclass, probability, topk, "
+            "error (empty on success).",
+            show_default=False,
+        ),
+    ] = None,
+    resize: Annotated[
+        str,
+        typer.Option(
+            help="How an image becomes 32x32: stretch (whole image, aspect ratio ignored), "
+            "center-crop (shorter side to 32, middle kept) or letterbox (longer side to 32, "
+            "black bars).",
+        ),
+    ] = "stretch",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    workers: Annotated[
+        int, typer.Option(help="Image decoding threads (0: automatic).", show_default="0")
+    ] = 0,
+    force: ForceOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Top-k classes for images; a file that cannot be read is reported and exits 1."""
+    with handle_errors(debug):
+        from cifarnet.cli_render import render_predictions
+        from cifarnet.prediction import predict as run_prediction
+
+        result = run_prediction(
+            sources,
+            _resolve_model(model),
+            topk=topk,
+            resize=resize,
+            batch_size=batch_size,
+            device=device or "auto",
+            precision=precision or "auto",
+            workers=workers,
+            out=out,
+            force=force,
+        )
+        render_predictions(_console(), result)
+        if out is not None:
+            _console().print(f"wrote {out}", markup=False)
+        if result.failed:
+            _console(stderr=True).print(
+                f"[bold red]error:[/] {result.failed} of {len(result.items)} inputs failed"
+            )
+            raise typer.Exit(1)
+
+
+@app.command(
+    epilog="Examples: cifarnet export --onnx · cifarnet export runs/train/best.pt --onnx "
+    "--torchscript --out deploy/"
+)
+def export(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(help=CHECKPOINT_HELP.format(onnx=""), show_default=False),
+    ] = None,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Write ONNX (the default when no format is given).")
+    ] = False,
+    torchscript: Annotated[
+        bool,
+        typer.Option("--torchscript", help="Write TorchScript (loadable with torch alone)."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output file (.onnx / .pt) or folder; with both formats the suffix is "
+            "replaced. Default: model.onnx / model.torchscript.pt next to the checkpoint.",
+            show_default=False,
+        ),
+    ] = None,
+    opset: Annotated[
+        int | None, typer.Option(help="ONNX opset version.", show_default="the exporter's")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    force: ForceOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Export to ONNX / TorchScript, then verify the file against PyTorch (fails on mismatch)."""
+    with handle_errors(debug):
+        from cifarnet.cli_render import render_export
+        from cifarnet.exporter import export as run_export
+
+        formats = [f for f, on in (("onnx", onnx), ("torchscript", torchscript)) if on]
+        result = run_export(
+            _resolve_model(checkpoint),
+            formats or ["onnx"],
+            out=out,
+            opset=opset,
+            force=force,
+            data_dir=data_dir,
+        )
+        render_export(_console(), result)
+
+
+@app.command(
+    epilog="Examples: cifarnet benchmark --model resnet18 · cifarnet benchmark "
+    "runs/train/best.pt --batch-size 1 --seconds 5 --out bench.csv"
+)
+def benchmark(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A checkpoint; default: --model, else the newest runs/*/best.pt, else a "
+            "fresh resnet_reference.",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="A registered model, freshly initialised.", show_default=False),
+    ] = None,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    seconds: Annotated[float, typer.Option(help="Timed seconds per row (after warm-up).")] = 3.0,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="Add torch.compile rows (slow to compile on CPU).")
+    ] = False,
+    train: Annotated[
+        bool, typer.Option("--train/--no-train", help="Include training rows.")
+    ] = True,
+    onnx: Annotated[
+        bool, typer.Option("--onnx/--no-onnx", help="Include the ONNX Runtime row.")
+    ] = True,
+    out: Annotated[Path | None, typer.Option(help="CSV of the rows.", show_default=False)] = None,
+    force: ForceOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Training and inference images/s per runtime and precision (synthetic input)."""
+    with handle_errors(debug):
+        from cifarnet.benchmarking import benchmark as run_benchmark
+        from cifarnet.cli_render import render_benchmark
+
+        result = run_benchmark(
+            checkpoint,
+            model=model,
+            device=device or "auto",
+            batch_size=batch_size,
+            seconds=seconds,
+            compile=compile,
+            train=train,
+            onnx=onnx,
+            out=out,
+            force=force,
+        )
+        render_benchmark(_console(), result)
+        if out is not None:
+            _console().print(f"wrote {out}", markup=False)
 
 
 def main() -> None:
