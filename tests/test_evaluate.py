@@ -1,0 +1,297 @@
+"""cifarnet evaluate: the metrics on hand-made numbers, and the command against a hand
+computation on a tiny trained model (generated data in the real on-disk format)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_run import copy_run, trained_run
+from typer.testing import CliRunner
+
+from cifarnet import metrics
+from cifarnet.cli import app
+
+runner = CliRunner()
+
+
+def test_topk_and_per_class_accuracy():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 3.0, 2.0], [1.0, 2.0, 3.0], [3.0, 1.0, 2.0]])
+    labels = torch.tensor([0, 2, 1, 0])
+    assert metrics.topk_hits(logits, labels, 1).tolist() == [True, False, False, True]
+    assert metrics.topk_hits(logits, labels, 2).tolist() == [True, True, True, True]
+    counts, accuracy = metrics.per_class_accuracy(
+        metrics.topk_hits(logits, labels, 1), labels, num_classes=4
+    )
+    assert counts.tolist() == [2, 1, 1, 0]
+    assert accuracy[:3].tolist() == [100.0, 0.0, 0.0]
+    assert torch.isnan(accuracy[3])  # a class without images has no accuracy
+
+
+def test_superclass_accuracy_counts_a_wrong_class_in_the_right_superclass():
+    fine_to_coarse = [0, 0, 1, 1]
+    predictions = torch.tensor([1, 2, 3, 0])
+    labels = torch.tensor([0, 3, 2, 2])
+    # 1~0 same superclass, 2~3 same, 3~2 same, 0 vs 2 different
+    assert metrics.superclass_accuracy(predictions, labels, fine_to_coarse) == 75.0
+
+
+def test_expected_calibration_error_by_hand():
+    # confidences 0.9 and 0.91 share the bin (13/15, 14/15]; 0.62, 0.7 and 0.55 each have their own
+    probabilities = torch.tensor([[0.9, 0.1], [0.91, 0.09], [0.62, 0.38], [0.3, 0.7], [0.55, 0.45]])
+    labels = torch.tensor([0, 0, 1, 1, 0])  # wrong only for the 0.62 one
+    expected = (2 * abs(1 - 0.905) + abs(0 - 0.62) + abs(1 - 0.7) + abs(1 - 0.55)) / 5
+    assert metrics.expected_calibration_error(probabilities, labels) == pytest.approx(
+        100 * expected, abs=1e-4
+    )
+    # one bin for everything: |accuracy - mean confidence|
+    everything = abs(4 / 5 - (0.9 + 0.91 + 0.62 + 0.7 + 0.55) / 5)
+    assert metrics.expected_calibration_error(probabilities, labels, bins=1) == pytest.approx(
+        100 * everything, abs=1e-4
+    )
+
+
+def test_confusion_matrix_and_confused_pairs():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    predictions = torch.tensor([0, 1, 1, 1, 2, 0, 0, 2])
+    confusion = metrics.confusion_matrix(predictions, labels, 3)
+    assert confusion.tolist() == [[1, 2, 0], [0, 1, 1], [2, 0, 1]]
+    # ties (0->1 and 2->0 both 2) keep row-major order; the diagonal never counts
+    assert metrics.confused_pairs(confusion, k=2) == [(0, 1, 2), (2, 0, 2)]
+    assert metrics.confused_pairs(confusion, k=10) == [(0, 1, 2), (2, 0, 2), (1, 2, 1)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cifar100_dir) -> Path:
+    return trained_run(tmp_path_factory, cifar100_dir)
+
+
+def _hand_computation(run: Path, data_dir: Path) -> dict[str, float]:
+    """The test split's numbers straight from the pickles and the checkpoint's weights, with
+    numpy for everything after the logits."""
+    from cifarnet.models import build_model
+
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    net = build_model(ckpt["model"])
+    net.load_state_dict(ckpt["state_dict"])
+    net.eval()
+    folder = data_dir / "cifar-100-python"
+    with open(folder / "test", "rb") as f:
+        test = pickle.load(f, encoding="latin1")
+    x = test["data"].reshape(-1, 3, 32, 32).astype(np.float64) / 255.0
+    mean = np.array(ckpt["data"]["mean"]).reshape(1, 3, 1, 1)
+    std = np.array(ckpt["data"]["std"]).reshape(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = net(torch.from_numpy((x - mean) / std).float()).double().numpy()
+    y = np.array(test["fine_labels"])
+    coarse = np.array(test["coarse_labels"])
+    fine_to_coarse = dict(zip(y.tolist(), coarse.tolist(), strict=True))
+    shifted = logits - logits.max(1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    p = np.exp(log_p)
+    order = np.argsort(-logits, axis=1)
+    pred = order[:, 0]
+    confidence = p.max(1)
+    ece = 0.0
+    for b in range(15):
+        in_bin = (confidence > b / 15) & (confidence <= (b + 1) / 15)
+        if in_bin.any():
+            gap = abs((pred[in_bin] == y[in_bin]).mean() - confidence[in_bin].mean())
+            ece += in_bin.mean() * gap
+    return {
+        "images": len(y),
+        "loss": float(-log_p[np.arange(len(y)), y].mean()),
+        "top1": 100 * float((pred == y).mean()),
+        "top5": 100 * float((order[:, :5] == y[:, None]).any(1).mean()),
+        "superclass_top1": 100
+        * float(
+            np.mean(
+                [fine_to_coarse.get(int(a), -1) == c for a, c in zip(pred, coarse, strict=True)]
+            )
+        ),
+        "ece": 100 * ece,
+        "correct_per_class": np.bincount(y[pred == y], minlength=100),
+    }
+
+
+def test_evaluate_matches_hand_computation(run, cifar100_dir, tmp_path):
+    out = tmp_path / "results" / "eval.csv"
+    args = ["evaluate", str(run / "best.pt"), "--data-dir", str(cifar100_dir)]
+    result = runner.invoke(
+        app, [*args, "--device", "cpu", "--precision", "fp32", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    expected = _hand_computation(run, cifar100_dir)
+
+    summary = pd.read_csv(out)
+    assert list(summary.columns) == [
+        "checkpoint",
+        "dataset",
+        "split",
+        "images",
+        "loss",
+        "top1",
+        "top5",
+        "superclass_top1",
+        "ece",
+        "seconds",
+        "images_per_second",
+    ]
+    row = summary.iloc[0]
+    assert (row["checkpoint"], row["dataset"], row["split"]) == (
+        str(run / "best.pt"),
+        "cifar100",
+        "test",
+    )
+    assert row["images"] == expected["images"] == 200
+    assert row["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    for key in ("top1", "top5", "superclass_top1", "ece"):
+        assert row[key] == pytest.approx(expected[key], abs=1e-3), key
+    assert row["seconds"] > 0
+    assert row["images_per_second"] == pytest.approx(200 / row["seconds"], rel=1e-6)
+
+    per_class = pd.read_csv(tmp_path / "results" / "eval_per_class.csv")
+    assert len(per_class) == 100
+    assert per_class["images"].sum() == 200
+    assert per_class["class"].iloc[7] == "class_07"
+    assert per_class["superclass"].iloc[27] == "super_07"  # the fixture maps class c to c % 20
+    correct = (per_class["top1"] * per_class["images"] / 100).round().astype(int)
+    assert correct.tolist() == expected["correct_per_class"].tolist()
+
+    confusion = pd.read_csv(tmp_path / "results" / "eval_confusion.csv", index_col=0)
+    assert confusion.shape == (100, 100)
+    assert confusion.to_numpy().sum() == 200
+    assert np.trace(confusion.to_numpy()) == round(expected["top1"] * 2)
+    png = (tmp_path / "results" / "eval_confusion.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+    # the rich tables show the same numbers
+    assert f"{expected['top1']:.2f}%" in result.output
+    assert "most confused pairs" in result.output
+    assert "10 best and 10 worst classes" in result.output
+
+
+def test_val_and_train_splits_are_the_runs_own(run, cifar100_dir):
+    from cifarnet.evaluation import evaluate
+
+    val = evaluate(run / "best.pt", data_dir=cifar100_dir, split="val", device="cpu")
+    train = evaluate(run / "best.pt", data_dir=cifar100_dir, split="train", device="cpu")
+    assert (val.images, train.images) == (100, 300)  # the run held out val_size=100 of 400
+    assert val.class_images == [1] * 100  # stratified: one per class
+    # the run's validation top-1 for the same weights (fp32, no augmentation)
+    history = pd.read_csv(run / "metrics.csv")
+    assert val.top1 == pytest.approx(history["val_top1"].iloc[-1], abs=1e-6)
+
+
+def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
+    from cifarnet.evaluation import evaluate
+
+    plain = evaluate(run / "best.pt", data_dir=cifar100_dir, device="cpu", precision="fp32")
+    tta = evaluate(run / "best.pt", data_dir=cifar100_dir, device="cpu", precision="fp32", tta=True)
+    assert tta.tta and not plain.tta
+    assert tta.images == plain.images
+    assert tta.loss != plain.loss  # the mirrored images change the logits
+
+
+def test_no_checkpoint_uses_the_newest_run_and_says_so(run, cifar100_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    older = copy_run(run, tmp_path / "runs", "older")
+    newer = copy_run(run, tmp_path / "runs", "newer")
+    now = time.time()
+    os.utime(older / "best.pt", (now, now))
+    os.utime(newer / "best.pt", (now - 100, now - 100))  # "older" is the newest file
+    result = runner.invoke(
+        app, ["evaluate", "--data-dir", str(cifar100_dir), "--device", "cpu", "--out", "e.csv"]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"using {Path('runs') / 'older' / 'best.pt'}" in result.output
+    assert pd.read_csv("e.csv")["checkpoint"].iloc[0] == str(Path("runs/older/best.pt"))
+
+
+def test_refuses_to_overwrite_without_force(run, cifar100_dir, tmp_path):
+    out = tmp_path / "e.csv"
+    (tmp_path / "e_confusion.png").write_bytes(b"keep me")
+    args = ["evaluate", str(run / "best.pt"), "--data-dir", str(cifar100_dir), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 1
+    assert "e_confusion.png already exists; pass --force" in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()  # refused before anything was written
+    assert (tmp_path / "e_confusion.png").read_bytes() == b"keep me"
+
+    result = runner.invoke(app, [*args, "--out", str(out), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "e_confusion.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["missing.pt"], "missing.pt: no such checkpoint file"),
+        (["--split", "holdout"], "--split must be one of test, val, train"),
+        (["--dataset", "cifar10"], "cannot be evaluated on cifar10"),
+        (["--out", "results.txt"], "give a .csv file name"),
+    ],
+    ids=["missing-checkpoint", "bad-split", "wrong-dataset", "bad-out"],
+)
+def test_user_errors_are_one_line(run, cifar100_dir, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = [] if extra[0] == "missing.pt" else [str(run / "best.pt")]
+    result = runner.invoke(
+        app, ["evaluate", *checkpoint, *extra, "--data-dir", str(cifar100_dir), "--device", "cpu"]
+    )
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_no_run_at_all_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["evaluate"])
+    assert result.exit_code == 1
+    assert "no checkpoint given and none found" in result.output
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = (
+        "import sys, time\n"
+        "t0 = time.perf_counter()\n"
+        "from cifarnet.cli import app\n"
+        "try:\n"
+        "    app(['--help'], prog_name='cifarnet')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', time.perf_counter() - t0)\n"
+    )
+    best = float("inf")
+    for _ in range(2):  # best of two: a busy shared machine can stall one start
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        verdict, seconds = out.stdout.strip().splitlines()[-1].split()
+        assert verdict == "NO-TORCH", out.stderr
+        best = min(best, float(seconds))
+    assert "evaluate" in out.stdout and "export" in out.stdout
+    assert best < 0.5
+
+
+def test_public_api_is_lazy_and_complete():
+    code = (
+        "import sys, cifarnet\n"
+        "before = 'torch' in sys.modules\n"
+        "from cifarnet.evaluation import evaluate\n"
+        "from cifarnet.exporter import export\n"
+        "from cifarnet.prediction import predict\n"
+        "from cifarnet.benchmarking import benchmark\n"
+        "same = (cifarnet.evaluate is evaluate, cifarnet.predict is predict,\n"
+        "        cifarnet.export is export, cifarnet.benchmark is benchmark)\n"
+        "print(before, all(same))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr

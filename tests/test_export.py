@@ -1,0 +1,230 @@
+"""cifarnet export: ONNX and TorchScript round trips with the parity check, the metadata and
+input contract, and what is (not) left behind when a write or a verification fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tiny_run import copy_run, trained_run
+from typer.testing import CliRunner
+
+from cifarnet.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cifar100_dir) -> Path:
+    return trained_run(tmp_path_factory, cifar100_dir)
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory) -> tuple[Path, str]:
+    """`cifarnet export --onnx --torchscript` with no checkpoint, from a folder whose newest
+    run is a copy of the tiny run: (that run folder, the command's output)."""
+    root = tmp_path_factory.mktemp("export")
+    copy_run(run, root / "runs", "a")
+    newest = copy_run(run, root / "runs", "b")
+    os.utime(root / "runs" / "a" / "best.pt", (1, 1))
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = runner.invoke(app, ["export", "--onnx", "--torchscript"])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    return newest, result.output
+
+
+def _reference(run: Path, images: torch.Tensor) -> torch.Tensor:
+    """PyTorch fp32 logits for uint8 images, normalised by hand."""
+    from cifarnet.checkpoint import load_checkpoint, load_model
+
+    ckpt = load_checkpoint(run / "best.pt")
+    net = load_model(ckpt).eval()
+    mean = torch.tensor(ckpt["data"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(ckpt["data"]["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return net((images.float() / 255 - mean) / std)
+
+
+def _images(n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def test_export_defaults_to_the_newest_run_and_reports_parity(exported):
+    folder, output = exported
+    assert f"using {Path('runs') / 'b' / 'best.pt'}" in output
+    assert (folder / "model.onnx").is_file() and (folder / "model.torchscript.pt").is_file()
+    assert "200 test images + 56 train images" in output  # the run's own data was at hand
+    assert "max |delta logit|" in output.replace("\n", " ") or "max |delta" in output
+    assert output.count("100.00%") == 4  # top-1 agreement, 2 formats x batch sizes 1 and 64
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_onnx_contract_metadata_and_dynamic_batch(exported):
+    import onnx
+    import onnxruntime as ort
+
+    folder, _ = exported
+    model = onnx.load(str(folder / "model.onnx"))
+    (graph_input,) = model.graph.input
+    dims = graph_input.type.tensor_type.shape.dim
+    assert graph_input.name == "images"
+    assert dims[0].dim_param and not dims[0].dim_value  # a named, dynamic batch axis
+    assert [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    props = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(props["classes"]) == [f"class_{i:02d}" for i in range(100)]
+    assert json.loads(props["superclasses"]) == [f"super_{i:02d}" for i in range(20)]
+    assert json.loads(props["mean"]) == pytest.approx([0.507, 0.487, 0.441])
+    assert json.loads(props["std"]) == pytest.approx([0.267, 0.256, 0.276])
+    assert "values in [0, 1]" in props["input_contract"]
+    assert "[0, 1]" in model.doc_string
+
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    for n in (1, 3, 70):
+        images = _images(n)
+        (logits,) = session.run(None, {"images": (images.float() / 255).numpy()})
+        assert logits.shape == (n, 100)
+        assert np.abs(logits - _reference(folder, images).numpy()).max() < 1e-4
+
+
+def test_torchscript_loads_with_torch_alone(exported):
+    folder, _ = exported
+    path = folder / "model.torchscript.pt"
+    code = (
+        "import json, sys, warnings, torch\n"
+        "warnings.simplefilter('ignore')\n"
+        "files = {'cifarnet.json': '', 'input_contract.txt': ''}\n"
+        f"m = torch.jit.load({str(path)!r}, _extra_files=files)\n"
+        "x = torch.rand(5, 3, 32, 32)\n"
+        "info = json.loads(files['cifarnet.json'])\n"
+        "print(tuple(m(x).shape), len(info['classes']), 'cifarnet' in sys.modules)\n"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["(5,", "100)", "100", "False"], out.stderr
+
+    from cifarnet.exporter import load_torchscript
+
+    module, info = load_torchscript(path)
+    assert info.classes[3] == "class_03" and info.mean == pytest.approx([0.507, 0.487, 0.441])
+    images = _images(9)
+    with torch.no_grad():
+        logits = module(images.float() / 255)
+    assert (logits - _reference(folder, images)).abs().max() < 1e-4
+
+
+def test_onnx_evaluate_and_predict_match_the_checkpoint(exported, cifar100_dir, tmp_path):
+    from PIL import Image
+
+    from cifarnet.evaluation import evaluate
+    from cifarnet.prediction import predict
+
+    folder, _ = exported
+    kwargs = {"data_dir": cifar100_dir, "device": "cpu", "precision": "fp32"}
+    torch_result = evaluate(folder / "best.pt", **kwargs)
+    onnx_result = evaluate(folder / "model.onnx", data_dir=cifar100_dir)
+    assert onnx_result.kind == "onnx"
+    assert onnx_result.loss == pytest.approx(torch_result.loss, abs=1e-5)
+    for key in ("top1", "top5", "superclass_top1"):
+        assert getattr(onnx_result, key) == getattr(torch_result, key)
+    assert onnx_result.ece == pytest.approx(torch_result.ece, abs=1e-3)
+    assert torch.equal(onnx_result.confusion, torch_result.confusion)
+
+    for i in range(3):
+        Image.new("RGB", (40 + i, 30), (60 * i, 90, 200 - 50 * i)).save(tmp_path / f"{i}.png")
+    a = predict([tmp_path], folder / "best.pt", device="cpu", precision="fp32")
+    b = predict([tmp_path], folder / "model.onnx")
+    assert [p.labels for p in a.items] == [p.labels for p in b.items]
+    assert np.allclose(
+        [p.probabilities for p in a.items], [p.probabilities for p in b.items], atol=1e-5
+    )
+
+
+def test_existing_file_is_refused_then_replaced_with_force(run, tmp_path):
+    out = tmp_path / "m.pt"
+    out.write_bytes(b"earlier export")
+    args = ["export", str(run / "best.pt"), "--torchscript", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "m.pt already exists; pass --force" in result.output
+    assert out.read_bytes() == b"earlier export"
+    result = runner.invoke(app, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() != b"earlier export"
+
+
+def test_failed_verification_leaves_nothing_that_looks_valid(run, tmp_path, monkeypatch):
+    import cifarnet.exporter
+
+    monkeypatch.setattr(cifarnet.exporter, "MAX_ABS_DIFF", -1.0)  # nothing can pass
+    new = tmp_path / "new.pt"
+    result = runner.invoke(
+        app, ["export", str(run / "best.pt"), "--torchscript", "--out", str(new)]
+    )
+    assert result.exit_code == 1
+    assert "failed verification" in result.output and "no file was written" in result.output
+    assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+
+    old = tmp_path / "old.pt"
+    old.write_bytes(b"earlier export")
+    args = ["export", str(run / "best.pt"), "--torchscript", "--out", str(old), "--force"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "the existing file is unchanged" in result.output
+    assert old.read_bytes() == b"earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
+
+
+def test_missing_onnx_packages_say_how_to_install(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # makes `import onnxscript` fail
+    result = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1
+    assert "pip install 'cifarnet[onnx]'" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_output_paths():
+    from cifarnet.errors import ConfigError
+    from cifarnet.exporter import output_paths
+
+    ckpt = Path("runs/x/best.pt")
+    assert output_paths(ckpt, ["onnx"], None) == {"onnx": Path("runs/x/model.onnx")}
+    both = output_paths(ckpt, ["onnx", "torchscript"], "deploy/net.onnx")
+    assert both == {
+        "onnx": Path("deploy/net.onnx"),
+        "torchscript": Path("deploy/net.torchscript.pt"),
+    }
+    assert output_paths(ckpt, ["torchscript"], "a/b.pt") == {"torchscript": Path("a/b.pt")}
+    with pytest.raises(ConfigError, match=r"must end in \.onnx"):
+        output_paths(ckpt, ["onnx"], "model.pt")
+
+
+def test_verification_images_fall_back_to_seeded_random(run, tmp_path, monkeypatch):
+    from cifarnet.checkpoint import load_checkpoint
+    from cifarnet.exporter import _verification_images
+    from cifarnet.inference import ModelInfo
+
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path))  # an empty data folder
+    info = ModelInfo.from_checkpoint(load_checkpoint(run / "best.pt"))
+    images, what = _verification_images(
+        info.__class__(**{**info.__dict__, "data_dir": None}), None, 300
+    )
+    again, _ = _verification_images(
+        info.__class__(**{**info.__dict__, "data_dir": None}), None, 300
+    )
+    assert what == "300 random images"
+    assert images.shape == (300, 3, 32, 32) and images.dtype == torch.uint8
+    assert torch.equal(images, again)
