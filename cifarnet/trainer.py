@@ -182,8 +182,10 @@ class Trainer:
     ) -> None:
         self.config = config
         self.callbacks = callbacks
-        # fail on a bad model name or kwargs before loading data or creating folders
+        # fail on a bad model name or kwargs before loading data or creating folders; seeded
+        # first, so that the initial weights depend on --seed alone
         self.num_classes = 100 if config.dataset == "cifar100" else 10
+        seed_everything(config.seed, config.deterministic)
         self.model = create_model(config.model, self.num_classes, **config.model_kwargs)
         self.runtime: Runtime = resolve_runtime(config.device, config.precision)
         self._folder = folder
@@ -406,7 +408,9 @@ class Trainer:
                 result = train_step(
                     self.forward_model, x, y, self.optimizer, rt, c.label_smoothing, self.scaler
                 )
-            except torch.OutOfMemoryError:
+            except RuntimeError as exc:
+                if not _is_out_of_memory(exc):
+                    raise
                 raise DeviceError(
                     f"out of memory on {rt.device} at batch size {c.batch_size}; "
                     "try a smaller --batch-size"
@@ -424,11 +428,7 @@ class Trainer:
             if step % sync_every == 0 or step == steps:
                 loss_value = loss_sum.item()
                 if not math.isfinite(loss_value):
-                    raise DivergenceError(
-                        f"training diverged: loss is {loss_value} at epoch {epoch}, step {step} "
-                        f"(lr {lr:.4g}); try a lower --lr or --precision fp32. best.pt and "
-                        f"last.pt hold the last good weights"
-                    )
+                    raise self._diverged(f"loss is {loss_value} at epoch {epoch}, step {step}", lr)
                 self.callbacks.on_step(
                     step,
                     steps,
@@ -441,6 +441,7 @@ class Trainer:
                     },
                 )
             if self.stop.signal_number is not None and step < steps:
+                self._check_weights(f"epoch {epoch}, step {step}", lr)
                 p.step_in_epoch = step
                 p.partial = {
                     "loss_sum": loss_sum.item(),
@@ -454,6 +455,7 @@ class Trainer:
         if self.plateau is None:
             lr = self._set_lr(steps)
         train_stats = (loss_sum.item() / max(count, 1), 100.0 * correct.item() / max(count, 1))
+        self._check_weights(f"the end of epoch {epoch}", lr)
         self._end_epoch(epoch, count, train_seconds, train_stats, lr)
         if self.stop.signal_number is not None:
             self._interrupt(None, None)
@@ -493,17 +495,47 @@ class Trainer:
         p.elapsed_seconds += time.perf_counter() - t0
         row["elapsed_seconds"] = p.elapsed_seconds
         self.history.append(row)
-        # last.pt first (it carries the history), then best.pt, then the CSV row: after a crash
-        # at any point, resuming rewrites metrics.csv from last.pt, so rows are never lost or
-        # doubled.
-        self._save_last(None, None)
+        # best.pt first, then last.pt (it carries the history), then the CSV row. After a crash
+        # at any point, resuming redoes the epoch last.pt has not recorded (re-saving best.pt)
+        # and rewrites metrics.csv from last.pt, so rows are never lost or doubled. (last.pt
+        # first could record a best epoch whose weights never reached best.pt.)
         if improved:
             self._save_best()
+        self._save_last(None, None)
         self.metrics.append(row)
         self.callbacks.on_epoch_end(row)
 
     def _evaluate(self, loader: BatchLoader, keep_logits: bool = False) -> EvalResult:
-        return evaluate(self.eval_forward, loader.batches(), self.runtime, keep_logits)
+        try:
+            return evaluate(self.eval_forward, loader.batches(), self.runtime, keep_logits)
+        except RuntimeError as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            raise DeviceError(
+                f"out of memory on {self.runtime.device} while evaluating batches of "
+                f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
+            ) from None
+
+    def _check_weights(self, where: str, lr: float) -> None:
+        """An update can overflow the weights while the loss that drove it was still finite:
+        never let such weights reach best.pt or last.pt."""
+        finite = [
+            v.isfinite().all() for v in self.model.state_dict().values() if v.is_floating_point()
+        ]
+        if not torch.stack(finite).all():
+            raise self._diverged(f"the weights hold NaN/Inf at {where}", lr)
+
+    def _diverged(self, what: str, lr: float) -> DivergenceError:
+        p = self.progress
+        kept = (
+            f"last.pt keeps the weights of epoch {p.epoch}, best.pt of epoch {p.best_epoch}"
+            if p.epoch
+            else "no checkpoint was saved yet"
+        )
+        return DivergenceError(
+            f"training diverged: {what} (lr {lr:.4g}); try a lower --lr or --precision fp32. "
+            + kept
+        )
 
     # ---- saving -----------------------------------------------------------------------
 
@@ -640,6 +672,16 @@ class Trainer:
         self._write_plot()
         self.callbacks.on_end(summary)
         return summary
+
+
+def _is_out_of_memory(exc: RuntimeError) -> bool:
+    """CUDA raises torch.OutOfMemoryError; the CPU and MPS allocators a plain RuntimeError."""
+    text = str(exc)
+    return (
+        isinstance(exc, torch.OutOfMemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text
+    )
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
