@@ -1,0 +1,196 @@
+"""The `train` command line: help, version, flag precedence, one-line errors before any work."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_MODEL
+from typer.testing import CliRunner
+
+import cifarnet
+import cifarnet.trainer as trainer_mod
+from cifarnet.cli import app
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"cifarnet {cifarnet.__version__}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cifarnet", "--version"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cifarnet {cifarnet.__version__}"
+
+
+def test_train_help_is_fast_and_does_not_import_torch() -> None:
+    code = (
+        "import sys, time\n"
+        "t0 = time.perf_counter()\n"
+        "from cifarnet.cli import main\n"
+        "sys.argv = ['cifarnet', 'train', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', time.perf_counter() - t0)\n"
+    )
+    best = float("inf")
+    for _ in range(2):  # best of two: a busy shared machine can stall one start
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        verdict, seconds = proc.stdout.strip().splitlines()[-1].split()
+        assert verdict == "NO-TORCH", proc.stderr
+        best = min(best, float(seconds))
+    assert "--resume" in proc.stdout and "--recipe" in proc.stdout
+    assert best < 0.5
+
+
+def test_train_help_shows_every_option_and_an_example() -> None:
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for option in ("--epochs", "--batch-size", "--lr", "--device", "--precision", "--config"):
+        assert option in result.stdout
+    assert "reference" in result.stdout and "Examples: cifarnet train" in result.stdout
+
+
+def test_models_lists_the_registry() -> None:
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    line = next(x for x in result.stdout.splitlines() if "resnet_reference" in x)
+    assert "3,903,620" in line
+    assert "fastnet" in result.stdout and "resnet18" in result.stdout
+
+
+# ---- precedence: recipe < --config < flags --------------------------------------------
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Replaces the library's train() and records what the CLI passed it."""
+    seen: dict = {}
+
+    def fake_train(config=None, *, resume=None, overrides=None, callbacks=None):
+        seen.update(config=config, resume=resume, overrides=overrides)
+        return {}
+
+    monkeypatch.setattr(trainer_mod, "train", fake_train)
+    return seen
+
+
+def test_recipe_reference_flag(captured: dict) -> None:
+    assert runner.invoke(app, ["train", "--recipe", "reference"]).exit_code == 0
+    c = captured["config"]
+    assert (c.lr, c.weight_decay, c.batch_size, c.schedule) == (0.01, 1e-5, 256, "plateau")
+
+
+def test_flags_beat_the_file_and_unset_flags_do_not(captured: dict, tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps({"recipe": "reference", "lr": 0.05, "batch_size": 32, "nesterov": True})
+    )
+    result = runner.invoke(app, ["train", "--config", str(path), "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    c = captured["config"]
+    assert (c.epochs, c.lr, c.batch_size, c.nesterov) == (3, 0.05, 32, True)
+    assert c.weight_decay == 1e-5  # from the recipe the file names
+    runner.invoke(app, ["train", "--config", str(path), "--lr", "0.3", "--no-nesterov"])
+    c = captured["config"]
+    assert (c.lr, c.nesterov, c.batch_size) == (0.3, False, 32)
+
+
+def test_resume_takes_file_values_under_flags(captured: dict, tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": 9, "lr": 0.05}))
+    result = runner.invoke(
+        app, ["train", "--resume", "runs/x/last.pt", "--config", str(path), "--lr", "0.1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert captured["config"] is None and str(captured["resume"]) == "runs/x/last.pt"
+    assert captured["overrides"] == {"epochs": 9, "lr": 0.1}
+
+
+# ---- a real (tiny) training run through the CLI --------------------------------------
+
+
+def test_train_end_to_end(cifar100_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    values = {**TINY_MODEL, "batch_size": 32, "subset": 32, "val_size": 20, "epochs": 5}
+    path.write_text(json.dumps(values))
+    args = ["train", "--config", str(path), "--epochs", "1", "--seed", "3", "--name", "cli"]
+    args += ["--data-dir", str(cifar100_dir), "--runs-dir", str(tmp_path / "runs")]
+    args += ["--device", "cpu", "--precision", "fp32", "--no-download", "--quiet"]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "cli"
+    assert "epoch 1/1" in result.stdout and "test top-1" in result.stdout
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1]
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["epochs"], saved["seed"], saved["batch_size"]) == (1, 3, 32)
+    assert saved["model_kwargs"] == TINY_MODEL["model_kwargs"]
+
+
+# ---- bad arguments: one line, before any work (issue 4, point 8) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--epochs=-2"], "--epochs must be a positive integer, got -2"),
+        (["--batch-size", "0"], "--batch-size must be a positive integer"),
+        (["--lr", "0"], "--lr must be a positive number, got 0.0"),
+        (["--lr=-0.1"], "--lr must be a positive number"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--model", "resnet81"], "unknown model 'resnet81' (did you mean 'resnet18'?); choose"),
+        (["--dataset", "cifar1000"], "unknown dataset 'cifar1000' (did you mean 'cifar100'?)"),
+        (["--recipe", "referense"], "unknown recipe 'referense' (did you mean 'reference'?)"),
+        (["--device", "cdua"], "unknown device 'cdua' (did you mean 'cuda'?)"),
+        (["--precision", "fp8"], "choose one of: auto, fp32, bf16, fp16"),
+        (["--schedule", "step"], "unknown schedule 'step'"),
+        (["--config", "missing.json"], "config file not found: missing.json"),
+        (["--config", "."], "cannot read config file ."),
+    ],
+)
+def test_bad_arguments_fail_fast_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # no data here: had any work started, the error would be about the dataset instead
+    base = ["train", "--data-dir", "nodata", "--no-download", "--runs-dir", "runs"]
+    result = runner.invoke(app, [*base, *args])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no run folder, nothing downloaded
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_absent_cuda_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "--device", "cuda", "--data-dir", "nodata"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: --device cuda: no CUDA GPU is available; use --device cpu or auto"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--epochs", "ten"], ["--epoch", "3"], ["--bogus"]])
+def test_malformed_flags_are_usage_errors(args: list[str]) -> None:
+    result = runner.invoke(app, ["train", *args])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "Usage" in result.output
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = runner.invoke(app, ["train", "--epochs", "0", "--debug"])
+    assert result.exit_code == 1
+    assert "Traceback" in result.output and "ConfigError" in result.output

@@ -1,0 +1,159 @@
+"""Training runs on tiny data: the run folder and its files, resume, seeding, variants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import cifarnet
+from cifarnet.checkpoint import FORMAT, load_checkpoint
+from cifarnet.config import TrainConfig
+from cifarnet.metrics_log import COLUMNS
+from cifarnet.trainer import TrainCallbacks, train
+
+DESIGN_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "epoch_seconds",
+    "images_per_second",
+]
+
+
+class Recorder(TrainCallbacks):
+    def __init__(self) -> None:
+        self.info: dict = {}
+        self.epochs: list[int] = []
+        self.steps = 0
+
+    def on_start(self, info: dict) -> None:
+        self.info = info
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        self.epochs.append(epoch)
+
+    def on_step(self, step: int, steps: int, stats: dict) -> None:
+        self.steps += 1
+
+
+def test_tiny_run_writes_every_run_file(tiny_config: TrainConfig) -> None:
+    rec = Recorder()
+    summary = train(tiny_config, callbacks=rec)
+    run = Path(summary["run_dir"])
+    assert run == Path(tiny_config.runs_dir) / "train"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt",
+        "config.json",
+        "last.pt",
+        "metrics.csv",
+        "results.png",
+        "summary.json",
+    ]
+    # 400 images - 100 held out for validation = 300, in batches of 64: 5 steps per epoch
+    assert rec.info["train_images"] == 300 and rec.info["val_images"] == 100
+    assert rec.epochs == [1, 2] and rec.steps == 10
+
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics.columns) == COLUMNS and set(DESIGN_COLUMNS) <= set(COLUMNS)
+    assert metrics["epoch"].tolist() == [1, 2]
+    assert metrics["train_images"].tolist() == [300, 300]
+    for col in ("train_top1", "val_top1", "val_top5"):
+        assert metrics[col].between(0, 100).all()
+    assert (metrics["val_top5"] >= metrics["val_top1"]).all()
+    assert (metrics["lr"] > 0).all() and (metrics["epoch_seconds"] > 0).all()
+
+    saved = json.loads((run / "config.json").read_text())
+    assert TrainConfig.from_dict(saved) == tiny_config  # a valid --config that reruns it
+    assert saved["_meta"]["torch"] == str(torch.__version__)
+    assert saved["_meta"]["train_images"] == 300 and saved["_meta"]["parameters"] > 0
+
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert last["format"] == best["format"] == FORMAT
+    assert (last["kind"], best["kind"]) == ("last", "best")
+    assert last["progress"]["epoch"] == 2 and len(last["history"]) == 2
+    assert {"optimizer", "rng", "scheduler", "scaler", "ema_state_dict"} <= set(last)
+    assert best["progress"]["epoch"] == summary["best_epoch"]
+    assert best["data"]["classes"][0] == "class_00" and len(best["data"]["superclasses"]) == 20
+    assert best["data"]["mean"] == [0.507, 0.487, 0.441]
+    assert best["train_config"] == tiny_config.to_dict()
+
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk == summary
+    assert 0 <= summary["test_top1"] <= summary["test_top5"] <= 100
+    assert summary["epochs"] == 2 and summary["parameters"] == saved["_meta"]["parameters"]
+    assert (run / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_continues_at_the_next_epoch(tiny_config: TrainConfig) -> None:
+    config = tiny_config.replace(epochs=1, subset=64, batch_size=32, val_size=20)
+    run = Path(train(config)["run_dir"])
+    first_row = pd.read_csv(run / "metrics.csv").iloc[0]
+    rec = Recorder()
+    summary = train(resume=run / "last.pt", overrides={"epochs": 2}, callbacks=rec)
+    assert summary["run_dir"] == str(run)  # continued in place: no new run folder
+    assert rec.info["start_epoch"] == 2 and rec.epochs == [2]
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2]
+    pd.testing.assert_series_equal(metrics.iloc[0], first_row)
+    assert load_checkpoint(run / "last.pt")["progress"]["epoch"] == 2
+    assert sorted(p.name for p in Path(config.runs_dir).iterdir()) == ["train"]
+
+
+def test_runs_never_overwrite_each_other(tiny_config: TrainConfig) -> None:
+    config = tiny_config.replace(epochs=1, subset=32, batch_size=32, val_size=20, name="same")
+    first = Path(train(config)["run_dir"])
+    before = (first / "last.pt").read_bytes()
+    second = Path(train(config)["run_dir"])
+    assert (first.name, second.name) == ("same", "same-2")
+    assert (first / "last.pt").read_bytes() == before
+
+
+def test_seed_alone_decides_the_weights(tiny_config: TrainConfig) -> None:
+    def weights(seed: int, name: str) -> dict:
+        config = tiny_config.replace(
+            epochs=1, subset=32, batch_size=32, val_size=20, seed=seed, name=name
+        )
+        run = Path(train(config)["run_dir"])
+        return load_checkpoint(run / "last.pt")["state_dict"]
+
+    a, b, c = weights(5, "a"), weights(5, "b"), weights(6, "c")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
+
+
+def test_no_validation_split_keeps_the_last_epoch(tiny_config: TrainConfig) -> None:
+    config = tiny_config.replace(epochs=2, subset=32, batch_size=32, val_size=0)
+    summary = train(config)
+    run = Path(summary["run_dir"])
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["val_top1"].isna().all()
+    assert summary["best_epoch"] == 2 and summary["best_val_top1"] is None
+    assert load_checkpoint(run / "best.pt")["progress"]["epoch"] == 2
+
+
+def test_cifar10_through_the_public_api(cifar10_dir: Path, tmp_path: Path) -> None:
+    config = cifarnet.TrainConfig(
+        dataset="cifar10",
+        data_dir=str(cifar10_dir),
+        model="resnet",
+        model_kwargs={"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1]},
+        epochs=1,
+        batch_size=32,
+        val_size=10,
+        runs_dir=str(tmp_path / "runs"),
+        device="cpu",
+        precision="fp32",
+        download=False,
+    )
+    summary = cifarnet.train(config)
+    best = load_checkpoint(Path(summary["run_dir"]) / "best.pt")
+    assert best["model"]["num_classes"] == 10 and best["data"]["dataset"] == "cifar10"
+    assert best["state_dict"]["fc_layer.weight"].shape == (10, 16)
+    assert best["data"]["superclasses"] is None
