@@ -164,6 +164,14 @@ def train(
         int | None,
         typer.Option(help="Cutout square size in pixels (0 = off).", show_default="from recipe"),
     ] = None,
+    resize_from: Annotated[
+        int | None,
+        typer.Option(
+            help="Progressive resizing: start training at this side length (16-32 px), "
+            "growing to 32 px by 75% of training.",
+            show_default="from recipe",
+        ),
+    ] = None,
     val_size: Annotated[
         int | None,
         typer.Option(
@@ -237,6 +245,7 @@ def train(
         "warmup_epochs": warmup_epochs,
         "ema_decay": ema,
         "cutout": cutout,
+        "resize_from": resize_from,
         "val_size": val_size,
         "subset": subset,
         "device": device,

@@ -107,6 +107,7 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0
+    resize_from: int = 32
     val_size: int = 5000
     subset: int | None = None
     device: str = "auto"
@@ -147,6 +148,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {value!r}")
+        if not isinstance(self.resize_from, int) or not 16 <= self.resize_from <= 32:
+            raise ConfigError(
+                f"--resize-from must be an integer in 16..32, got {self.resize_from!r}"
+            )
         for name in ("val_size", "crop_padding", "cutout"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:

@@ -427,6 +427,29 @@ def _cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torc
     return images.masked_fill(hole.unsqueeze(1), 0)
 
 
+def training_resolution(start: int, progress: float, full: int = 32, ramp: float = 0.75) -> int:
+    """Progressive resizing: the side length (px) at `progress` in [0, 1], growing linearly from
+    `start` to `full` over the first `ramp` of training, in 4-px steps (few distinct shapes, so
+    few kernel re-plans or recompiles)."""
+    if start >= full:
+        return full
+    size = start + (full - start) * min(progress / ramp, 1.0)
+    return min(full, int(size) // 4 * 4 if size < full else full)
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, C, H, W) float -> (N, C, size, size), antialiased bilinear; a no-op at full size."""
+    if x.shape[-1] == size:
+        return x
+    memory_format = (
+        torch.channels_last
+        if x.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
+    out = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.contiguous(memory_format=memory_format)
+
+
 class Normalize:
     """uint8 (N, 3, H, W) -> float (N, 3, H, W): (x / 255 - mean) / std as one multiply-add."""
 

@@ -34,7 +34,9 @@ from cifarnet.data import (
     Normalize,
     balanced_subset,
     load_dataset,
+    resize_batch,
     stratified_split,
+    training_resolution,
 )
 from cifarnet.engine import EvalResult, evaluate, train_step
 from cifarnet.errors import (
@@ -404,6 +406,10 @@ class Trainer:
         step = start
         for step, (x, y) in enumerate(loader.batches(generator, order, start), start=start + 1):
             lr = self._set_lr(steps)
+            if c.resize_from < 32:
+                x = resize_batch(
+                    x, training_resolution(c.resize_from, self._progress_fraction(steps))
+                )
             try:
                 result = train_step(
                     self.forward_model, x, y, self.optimizer, rt, c.label_smoothing, self.scaler
