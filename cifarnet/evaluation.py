@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from cifarnet import metrics
-from cifarnet.data import BatchLoader, load_dataset, stratified_split
+from cifarnet.data import BatchLoader, balanced_subset, load_dataset, stratified_split
 from cifarnet.data import get_spec as dataset_spec
 from cifarnet.engine import evaluate as run_evaluation
 from cifarnet.errors import ConfigError, DataError
@@ -163,8 +163,9 @@ def evaluate(
 
     With no checkpoint the newest runs/*/best.pt under the current folder is used (see
     `Evaluation.checkpoint` / `.defaulted`). `split` "val" is the run's own held-out split
-    (its val_size and seed); "train" the images the run trained on. With `out` the result is
-    also written (see `Evaluation.save`); existing files are refused unless `force`.
+    (its val_size and seed); "train" the images the run trained on (its --subset too). With
+    `out` the result is also written (see `Evaluation.save`); existing files are refused
+    unless `force`.
     """
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -205,7 +206,12 @@ def _split(
     if split == "val" and info.val_size == 0:
         raise ConfigError(f"--split val: the run of {loaded.path} held out no validation images")
     train_idx, val_idx = stratified_split(data.train_labels, info.val_size, info.seed)
-    idx = val_idx if split == "val" else train_idx
+    if split == "val":
+        idx = val_idx
+    elif info.subset is not None:  # the same subset the trainer drew
+        idx = balanced_subset(data.train_labels, train_idx, info.subset, info.seed)
+    else:
+        idx = train_idx
     return data.train_images[idx], data.train_labels[idx]
 
 

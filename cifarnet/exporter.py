@@ -20,12 +20,14 @@ and nothing (or the earlier file) stays under the output name.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,7 +202,7 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
     _require_onnx()
     example = torch.rand(2, 3, info.image_size, info.image_size)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir"):
             warnings.simplefilter("ignore")  # exporter chatter about its own internals
             program = torch.onnx.export(
                 model,
@@ -215,9 +217,31 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
     except Exception as exc:  # the exporter raises many types; all mean "could not export"
         raise ExportError(f"ONNX export failed: {first_line(exc)}") from None
     proto = program.model_proto
+    made = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and made != opset:
+        # the exporter logs a warning and keeps its own opset when it cannot convert
+        raise ExportError(
+            f"--opset {opset}: the exporter cannot produce it (it made opset {made}); "
+            f"choose an opset from 18 to {onnx.defs.onnx_opset_version()}"
+        )
     proto.doc_string = INPUT_CONTRACT
     onnx.helper.set_model_props(proto, _metadata(info))
     return proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """Silence the exporter's own logging (its warnings and caught tracebacks); what fails is
+    reported as one ExportError instead."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def torchscript_bytes(model: NormalizedModel, info: ModelInfo) -> bytes:
@@ -271,8 +295,11 @@ def load_torchscript(path: str | os.PathLike) -> tuple[torch.jit.ScriptModule, M
 
 def _onnx_runner(info: ModelInfo) -> Callable[[Path], Callable]:
     def load(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-        session = onnx_session(path)
-        if onnx_info(session, str(path)) != info:
+        try:
+            session = onnx_session(path)
+        except CifarnetError as exc:  # e.g. an opset newer than this onnxruntime runs
+            raise ExportError(f"onnxruntime cannot load the exported model: {exc}") from None
+        if not onnx_info(session, str(path)).same_as(info):
             raise ExportError(f"{path}: the metadata read back differ from the checkpoint's")
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -286,7 +313,7 @@ def _onnx_runner(info: ModelInfo) -> Callable[[Path], Callable]:
 def _torchscript_runner(info: ModelInfo) -> Callable[[Path], Callable]:
     def load(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
         module, stored = load_torchscript(path)
-        if stored != info:
+        if not stored.same_as(info):
             raise ExportError(f"{path}: the metadata read back differ from the checkpoint's")
         return module
 

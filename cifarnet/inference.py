@@ -47,6 +47,7 @@ class ModelInfo:
     image_size: int = 32
     val_size: int | None = None
     seed: int | None = None
+    subset: int | None = None  # the run trained on a class-balanced subset of this size
     data_dir: str | None = field(default=None, compare=False)  # where the run found its data
 
     @property
@@ -58,6 +59,10 @@ class ModelInfo:
         values = asdict(self)
         values.pop("data_dir")
         return json.dumps(values)
+
+    def same_as(self, other: ModelInfo) -> bool:
+        """Equal as stored in an export (JSON turns tuples into lists)."""
+        return json.loads(self.to_json()) == json.loads(other.to_json())
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint") -> ModelInfo:
@@ -80,6 +85,7 @@ class ModelInfo:
             image_size=int(data.get("image_size", 32)),
             val_size=train.get("val_size"),
             seed=train.get("seed"),
+            subset=train.get("subset"),
             data_dir=train.get("data_dir"),
         )
 
