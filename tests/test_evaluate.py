@@ -295,3 +295,36 @@ def test_public_api_is_lazy_and_complete():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+def test_cifar10_has_no_superclasses(cifar10_dir, tmp_path, monkeypatch):
+    from conftest import TINY_MODEL
+
+    from cifarnet.config import resolve_config
+    from cifarnet.trainer import train
+
+    config = resolve_config(
+        {
+            **TINY_MODEL,
+            "dataset": "cifar10",
+            "data_dir": str(cifar10_dir),
+            "epochs": 1,
+            "val_size": 20,
+            "runs_dir": str(tmp_path / "runs"),
+            "device": "cpu",
+            "precision": "fp32",
+            "download": False,
+        }
+    )
+    run = Path(train(config)["run_dir"])
+    # no --data-dir and nothing in the usual place: the data the run trained on is used
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "empty"))
+    out = tmp_path / "c10.csv"
+    result = runner.invoke(app, ["evaluate", str(run / "best.pt"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(out).iloc[0]
+    assert (row["dataset"], row["images"]) == ("cifar10", 30)
+    assert np.isnan(row["superclass_top1"])
+    per_class = pd.read_csv(tmp_path / "c10_per_class.csv")
+    assert len(per_class) == 10 and per_class["superclass"].isna().all()
+    assert "5 best and 5 worst classes" in result.output

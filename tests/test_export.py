@@ -32,12 +32,10 @@ def exported(run, tmp_path_factory) -> tuple[Path, str]:
     copy_run(run, root / "runs", "a")
     newest = copy_run(run, root / "runs", "b")
     os.utime(root / "runs" / "a" / "best.pt", (1, 1))
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("CIFARNET_DATA", str(root / "no-data"))  # only the run's own data is at hand
         result = runner.invoke(app, ["export", "--onnx", "--torchscript"])
-    finally:
-        os.chdir(cwd)
     assert result.exit_code == 0, result.output
     return newest, result.output
 
@@ -213,18 +211,17 @@ def test_output_paths():
 
 
 def test_verification_images_fall_back_to_seeded_random(run, tmp_path, monkeypatch):
+    import dataclasses
+
     from cifarnet.checkpoint import load_checkpoint
     from cifarnet.exporter import _verification_images
     from cifarnet.inference import ModelInfo
 
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path))  # an empty data folder
     info = ModelInfo.from_checkpoint(load_checkpoint(run / "best.pt"))
-    images, what = _verification_images(
-        info.__class__(**{**info.__dict__, "data_dir": None}), None, 300
-    )
-    again, _ = _verification_images(
-        info.__class__(**{**info.__dict__, "data_dir": None}), None, 300
-    )
+    assert _verification_images(info, None, 256)[1] == "200 test images + 56 train images"
+    no_data = dataclasses.replace(info, data_dir=None)  # as if the run's data were gone
+    images, what = _verification_images(no_data, None, 300)
     assert what == "300 random images"
     assert images.shape == (300, 3, 32, 32) and images.dtype == torch.uint8
-    assert torch.equal(images, again)
+    assert torch.equal(images, _verification_images(no_data, None, 300)[0])  # seeded
