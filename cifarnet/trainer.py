@@ -9,6 +9,7 @@ import json
 import math
 import os
 import resource
+import shlex
 import signal
 import sys
 import threading
@@ -508,7 +509,14 @@ class Trainer:
         if improved:
             self._save_best()
         self._save_last(None, None)
-        self.metrics.append(row)
+        try:
+            self.metrics.append(row)
+        except OSError as exc:
+            raise OutputError(
+                f"could not append epoch {epoch} to {self.paths.metrics}: "
+                f"{exc.strerror or exc}; last.pt holds every row, and resuming from it "
+                "rewrites the file"
+            ) from None
         self.callbacks.on_epoch_end(row)
 
     def _evaluate(self, loader: BatchLoader, keep_logits: bool = False) -> EvalResult:
@@ -587,13 +595,21 @@ class Trainer:
         self._save_last(generator, order)
         self._write_plot()
         name = signal.Signals(signum).name
-        raise TrainingInterrupted(
-            f"stopped by {name} at epoch {self.progress.epoch + (1 if generator else 0)}"
-            f"{f', step {self.progress.step_in_epoch}' if generator else ''}; saved "
-            f"{self.paths.last}. Resume with: cifarnet train --resume {self.paths.last}",
-            signum,
-            str(self.paths.last),
-        )
+        if generator is None and self._finished():
+            # nothing is left to resume: `--resume` would only say the run is complete
+            message = (
+                f"stopped by {name} after the last epoch ({self.progress.epoch}); best.pt and "
+                "last.pt are complete, the test-set evaluation was skipped. Run it with: "
+                f"cifarnet evaluate {shlex.quote(str(self.paths.best))}"
+            )
+        else:
+            message = (
+                f"stopped by {name} at epoch {self.progress.epoch + (1 if generator else 0)}"
+                f"{f', step {self.progress.step_in_epoch}' if generator else ''}; saved "
+                f"{self.paths.last}. Resume with: cifarnet train --resume "
+                f"{shlex.quote(str(self.paths.last))}"
+            )
+        raise TrainingInterrupted(message, signum, str(self.paths.last))
 
     def _write_config(self) -> None:
         rt = self.runtime

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, write_cifar100
 from typer.testing import CliRunner
 
 import cifarnet
@@ -181,6 +181,16 @@ def test_absent_cuda_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         "error: --device cuda: no CUDA GPU is available; use --device cpu or auto"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corrupt_data_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    folder = write_cifar100(tmp_path)
+    (folder / "train").write_bytes((folder / "train").read_bytes()[:1000])
+    args = ["train", "--data-dir", str(tmp_path), "--no-download", "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"error: {folder / 'train'} is not a readable CIFAR pickle")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("args", [["--epochs", "ten"], ["--epoch", "3"], ["--bogus"]])

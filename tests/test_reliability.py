@@ -240,6 +240,30 @@ def test_kill_9_then_resume_gives_one_row_per_epoch(
     assert list(pd.read_csv(run / "metrics.csv").columns) == COLUMNS
 
 
+def test_signal_after_the_last_epoch_points_to_evaluate(tiny_config: TrainConfig) -> None:
+    with pytest.raises(TrainingInterrupted) as err:
+        train(_fast(tiny_config, epochs=2), callbacks=SignalAt(2, 2, signal.SIGTERM))
+    text = str(err.value)
+    assert err.value.exit_code == 143
+    assert "after the last epoch (2)" in text and "Resume with" not in text
+    assert re.search(r"cifarnet evaluate \S+/best\.pt$", text)
+
+
+def test_resume_command_survives_spaces_in_the_path(
+    tiny_config: TrainConfig, tmp_path: Path
+) -> None:
+    config = _fast(tiny_config, runs_dir=str(tmp_path / "my runs"))
+    with pytest.raises(TrainingInterrupted) as err:
+        train(config, callbacks=SignalAt(1, 1))
+    command = str(err.value).split("Resume with: ")[1]
+    assert shlex.split(command) == [
+        "cifarnet",
+        "train",
+        "--resume",
+        str(tmp_path / "my runs" / "train" / "last.pt"),
+    ]
+
+
 def test_kill_9_between_csv_and_checkpoint_is_repaired(tiny_config: TrainConfig) -> None:
     """A duplicated and a half-written row (as a crash during an append can leave) are replaced
     by last.pt's history on resume."""
@@ -416,6 +440,30 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
     assert not [p for p in keep.run.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(torch, "save", real_save)
     train(resume=last, overrides={"epochs": 2})
+    assert _epochs(keep.run) == [1, 2]
+
+
+def test_failed_metrics_append_is_reported_and_repaired_on_resume(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import builtins
+
+    import cifarnet.metrics_log as metrics_log
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(metrics_log, "open", full_disk_open, raising=False)
+    keep = KeepLast()
+    with pytest.raises(OutputError) as err:
+        train(_fast(tiny_config, epochs=2), callbacks=keep)
+    text = str(err.value)
+    assert f"could not append epoch 1 to {keep.run / 'metrics.csv'}" in text
+    assert "No space left on device" in text and "resuming" in text
+    monkeypatch.undo()
+    train(resume=keep.run / "last.pt")
     assert _epochs(keep.run) == [1, 2]
 
 
