@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from cifarnet.checkpoint import atomic_write, load_checkpoint, load_model
-from cifarnet.data import Normalize, load_dataset
+from cifarnet.data import load_dataset
 from cifarnet.errors import CifarnetError, ConfigError, DataError, ExportError
 from cifarnet.inference import (
     INPUT_CONTRACT,
@@ -43,6 +43,7 @@ from cifarnet.inference import (
     OUTPUT_NAME,
     ModelInfo,
     NormalizedModel,
+    contract_input,
     find_data_dir,
     first_line,
     onnx_info,
@@ -126,7 +127,7 @@ def export(
     info = ModelInfo.from_checkpoint(ckpt, str(path))
     model = NormalizedModel(load_model(ckpt, path), info.mean, info.std).eval()
     images, description = _verification_images(info, data_dir, verify_images)
-    x = Normalize((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), torch.device("cpu"))(images)
+    x = contract_input(torch.device("cpu"))(images)
     reference = _batched(model, x, 64)
     files = [
         _export_one(fmt, model, info, opset, targets[fmt], x, reference, description)

@@ -111,6 +111,12 @@ class NormalizedModel(nn.Module):
         return self.net((images - self.mean) / self.std)
 
 
+def contract_input(device: torch.device, channels_last: bool = False) -> Normalize:
+    """The one conversion of uint8 images (N, 3, H, W) into model input: float in [0, 1]
+    (x / 255, as the data layer's Normalize with mean 0 and std 1)."""
+    return Normalize((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), device, channels_last)
+
+
 def require_onnxruntime() -> Any:
     try:
         import onnxruntime
@@ -171,9 +177,7 @@ class LoadedModel:
     @property
     def input(self) -> Normalize:
         """uint8 (N, 3, H, W) -> float [0, 1] on the model's device and memory format."""
-        return Normalize(
-            (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), self.runtime.device, self.runtime.channels_last
-        )
+        return contract_input(self.runtime.device, self.runtime.channels_last)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor) -> torch.Tensor:
