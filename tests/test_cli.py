@@ -115,6 +115,16 @@ def test_resume_takes_file_values_under_flags(captured: dict, tmp_path: Path) ->
     assert captured["overrides"] == {"epochs": 9, "lr": 0.1}
 
 
+def test_abort_by_a_second_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    def aborted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "train", aborted)
+    result = runner.invoke(app, ["train"])
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.stderr.strip() == "aborted (the last saved checkpoint is intact)"
+
+
 # ---- a real (tiny) training run through the CLI --------------------------------------
 
 

@@ -240,6 +240,20 @@ def test_kill_9_then_resume_gives_one_row_per_epoch(
     assert list(pd.read_csv(run / "metrics.csv").columns) == COLUMNS
 
 
+def test_second_signal_aborts_at_once_and_keeps_last_pt(tiny_config: TrainConfig) -> None:
+    class Twice(KeepLast):
+        def on_step(self, step: int, steps: int, stats: dict[str, float]) -> None:
+            if self.saved and step == 1:  # epoch 2, step 1: the user presses Ctrl-C twice
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+
+    keep = Twice()
+    with pytest.raises(KeyboardInterrupt):
+        train(_fast(tiny_config, epochs=3), callbacks=keep)
+    assert (keep.run / "last.pt").read_bytes() == keep.saved[1]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
 def test_signal_after_the_last_epoch_points_to_evaluate(tiny_config: TrainConfig) -> None:
     with pytest.raises(TrainingInterrupted) as err:
         train(_fast(tiny_config, epochs=2), callbacks=SignalAt(2, 2, signal.SIGTERM))
