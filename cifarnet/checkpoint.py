@@ -51,7 +51,8 @@ def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.fchmod(fd, _default_mode())  # mkstemp makes 0600; give what open() would give
+        if hasattr(os, "fchmod"):  # POSIX (Windows has no fchmod before Python 3.13)
+            os.fchmod(fd, _default_mode())  # mkstemp makes 0600; give what open() would give
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
