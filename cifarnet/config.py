@@ -57,20 +57,24 @@ RECIPES: dict[str, dict[str, Any]] = {
         ema_decay=0.0,
         cutout=0,
     ),
-    # Time-to-accuracy: the wide, shallow FastNet with a whitened stem, large-batch Nesterov SGD,
-    # a short warm-up and a linear decay to zero, strong label smoothing, EMA weights.
+    # Time-to-accuracy, after airbench's hyper-parameters (translated from its summed loss to a
+    # mean loss): the wide, shallow FastNet with a whitened stem, batch 1024, Nesterov SGD at a
+    # high lr (BatchNorm shifts 64x higher), warm-up over the first 20% then linear decay,
+    # label smoothing 0.2, 2-px translations + flips.
     "fast": dict(
         model="fastnet",
         epochs=10,
-        batch_size=512,
-        lr=0.4,
-        momentum=0.9,
+        batch_size=1024,
+        lr=1.5,
+        momentum=0.85,
         nesterov=True,
-        weight_decay=5e-4,
+        weight_decay=1.3e-3,
+        bias_lr_scale=64.0,
         label_smoothing=0.2,
         schedule="linear",
-        warmup_epochs=0.5,
+        warmup_epochs=2.0,
         ema_decay=0.0,
+        crop_padding=2,
         cutout=0,
     ),
 }
@@ -78,7 +82,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPE_HELP = {
     "reference": "the write-up's recipe exactly (SGD 0.01, wd 1e-5, lr/10 on plateau)",
     "default": "warm-up + cosine, lr 0.2, Nesterov, wd 5e-4, label smoothing 0.1",
-    "fast": "FastNet, batch 512, linear decay, label smoothing 0.2: for --time budgets",
+    "fast": "FastNet, batch 1024, lr 1.5, linear decay, label smoothing 0.2: for --time",
 }
 
 
@@ -104,6 +108,7 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     plateau_patience: int = 10
     ema_decay: float = 0.0
+    bias_lr_scale: float = 1.0
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0
@@ -144,7 +149,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"--{_flag(name)} must be in [0, 1), got {value!r}")
-        for name in ("weight_decay", "warmup_epochs"):
+        for name in ("weight_decay", "warmup_epochs", "bias_lr_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {value!r}")

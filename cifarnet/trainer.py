@@ -373,7 +373,7 @@ class Trainer:
         )
         lr = c.lr * factor
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         return lr
 
     def _epoch_generator(self, epoch: int) -> torch.Generator:
@@ -708,13 +708,20 @@ def _is_out_of_memory(exc: RuntimeError) -> bool:
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """SGD. The reference recipe decays every parameter (as the write-up's torch SGD call
-    does); the others exempt BatchNorm and bias parameters (1-d tensors) from weight decay."""
+    does); the others exempt BatchNorm and bias parameters (1-d tensors) from weight decay and
+    scale their learning rate by `bias_lr_scale`. Frozen parameters are left out."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if config.recipe == "reference":
-        groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+        groups: list[dict[str, Any]] = [{"params": params, "lr_scale": 1.0}]
     else:
-        decay = [p for p in model.parameters() if p.ndim > 1]
-        no_decay = [p for p in model.parameters() if p.ndim <= 1]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if p.ndim > 1], "lr_scale": 1.0},
+            {
+                "params": [p for p in params if p.ndim <= 1],
+                "lr_scale": config.bias_lr_scale,
+                "weight_decay": 0.0,
+            },
+        ]
     return torch.optim.SGD(
         groups,
         lr=config.lr,

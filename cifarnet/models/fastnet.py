@@ -19,14 +19,22 @@ from torch import nn
 from cifarnet.models import register_model
 
 
+def _batch_norm(channels: int) -> nn.BatchNorm2d:
+    """BatchNorm with a fixed scale of 1 (only the shift is learned) and fast-moving running
+    statistics (momentum 0.4): a run of a few epochs needs its statistics to keep up."""
+    bn = nn.BatchNorm2d(channels, momentum=0.4)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
 class ConvStage(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = _batch_norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = _batch_norm(out_channels)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
