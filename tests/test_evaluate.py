@@ -328,3 +328,26 @@ def test_cifar10_has_no_superclasses(cifar10_dir, tmp_path, monkeypatch):
     per_class = pd.read_csv(tmp_path / "c10_per_class.csv")
     assert len(per_class) == 10 and per_class["superclass"].isna().all()
     assert "5 best and 5 worst classes" in result.output
+
+
+@pytest.mark.parametrize("name", ["resnet_reference", "fastnet"])
+def test_fold_batchnorm_keeps_the_function(name):
+    from cifarnet.inference import NormalizedModel, fold_batchnorm
+    from cifarnet.models import create_model
+
+    torch.manual_seed(0)
+    model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # statistics as after training
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        got = folded(x)
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    # every BN of the ResNet follows a conv; FastNet's first BN of each stage follows a max-pool
+    assert norms == (0 if name == "resnet_reference" else 3)
+    assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max().item())
