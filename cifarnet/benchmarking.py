@@ -4,7 +4,8 @@ and precision that applies. Synthetic input; every row warms up before it is tim
 Rows: eager fp32; eager with reduced-precision autocast (bf16, fp16 on GPUs without bf16) and
 channels_last where the hardware computes it natively; torch.compile'd (optional: slow to
 compile on a CPU); ONNX Runtime (inference, CPU, fp32). All rows run the exported form of the
-model (`NormalizedModel`: [0, 1] input, normalisation inside).
+model (`NormalizedModel`: [0, 1] input, normalisation inside); the PyTorch inference rows run
+it as evaluate and predict do, with BatchNorm folded into the convolutions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_mo
 from cifarnet.data import get_spec
 from cifarnet.engine import train_step
 from cifarnet.errors import CheckpointError, ConfigError
-from cifarnet.inference import INPUT_NAME, ModelInfo, NormalizedModel
+from cifarnet.inference import INPUT_NAME, ModelInfo, NormalizedModel, fold_batchnorm
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.outputs import check_new_files, write_csv
 from cifarnet.runtime import Runtime, cpu_has_native_bf16, resolve_device
@@ -171,7 +172,10 @@ def _time_torch(
     compiled: bool,
     info: ModelInfo,
 ) -> BenchmarkRow:
-    model = copy.deepcopy(base).to(rt.device, memory_format=rt.memory_format())
+    model = copy.deepcopy(base)
+    if mode == "inference":
+        model = fold_batchnorm(model)  # as evaluate and predict run it
+    model.to(rt.device, memory_format=rt.memory_format())
     forward = torch.compile(model) if compiled else model
     g = torch.Generator(device=rt.device).manual_seed(0)
     shape = (batch_size, 3, info.image_size, info.image_size)
