@@ -60,7 +60,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Time-to-accuracy, after airbench's hyper-parameters (translated from its summed loss to a
     # mean loss): the wide, shallow FastNet with a whitened stem, batch 1024, Nesterov SGD at a
     # high lr (BatchNorm shifts 64x higher), warm-up over the first 20% then linear decay,
-    # label smoothing 0.2, 2-px translations + flips.
+    # label smoothing 0.2, 2-px translations + flips, progressive resizing from 24 px (a 24-px
+    # step costs 44% of a 32-px one).
     "fast": dict(
         model="fastnet",
         epochs=10,
@@ -76,6 +77,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         ema_decay=0.0,
         crop_padding=2,
         cutout=0,
+        resize_from=24,
     ),
 }
 

@@ -127,6 +127,9 @@ class Progress:
     best_val_top1: float = -1.0
     best_epoch: int = 0
     partial: dict[str, float] = field(default_factory=dict)  # running sums of an unfinished epoch
+    # wall time of the last epoch's ending (validation, checkpoints): with --time it is held
+    # back from the steps' share of the budget, so that the whole run ends inside the budget
+    epoch_end_seconds: float = 0.0
 
 
 class _StopFlag:
@@ -194,6 +197,7 @@ class Trainer:
         self._folder = folder
         self._checkpoint = checkpoint
         self._resume_path: Path | None = None
+        self._last_step_seconds = 0.0
 
     @classmethod
     def resume(
@@ -355,13 +359,20 @@ class Trainer:
 
     def _finished(self) -> bool:
         if self.config.time_minutes is not None:
-            return self.progress.elapsed_seconds >= self.config.time_minutes * 60
+            # stop before a step that would end past the budget (steps take about the same time)
+            next_end = self.progress.elapsed_seconds + self._last_step_seconds
+            return next_end >= self._step_budget_seconds()
         return self.progress.epoch >= self.config.epochs
+
+    def _step_budget_seconds(self) -> float:
+        """The --time budget less what ending the final epoch will take."""
+        budget = self.config.time_minutes * 60
+        return max(budget - self.progress.epoch_end_seconds, 0.5 * budget)
 
     def _progress_fraction(self, steps_per_epoch: int) -> float:
         c, p = self.config, self.progress
         if c.time_minutes is not None:
-            return p.elapsed_seconds / (c.time_minutes * 60)
+            return p.elapsed_seconds / self._step_budget_seconds()
         return p.global_step / (c.epochs * steps_per_epoch)
 
     def _set_lr(self, steps_per_epoch: int) -> float:
@@ -429,6 +440,7 @@ class Trainer:
             count += result.count
             p.global_step += 1
             now = time.perf_counter()
+            self._last_step_seconds = now - t_loop
             p.elapsed_seconds += now - t_loop
             train_seconds += now - t_loop
             t_loop = now
@@ -502,6 +514,7 @@ class Trainer:
         p.elapsed_seconds += time.perf_counter() - t0
         row["elapsed_seconds"] = p.elapsed_seconds
         self.history.append(row)
+        t_save = time.perf_counter()
         # best.pt first, then last.pt (it carries the history), then the CSV row. After a crash
         # at any point, resuming redoes the epoch last.pt has not recorded (re-saving best.pt)
         # and rewrites metrics.csv from last.pt, so rows are never lost or doubled. (last.pt
@@ -509,6 +522,9 @@ class Trainer:
         if improved:
             self._save_best()
         self._save_last(None, None)
+        saving = time.perf_counter() - t_save
+        p.elapsed_seconds += saving
+        p.epoch_end_seconds = time.perf_counter() - t0
         try:
             self.metrics.append(row)
         except OSError as exc:
