@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "TrainConfig": "cifarnet.config",
+    "resolve_config": "cifarnet.config",
     "CifarnetError": "cifarnet.errors",
     "create_model": "cifarnet.models",
     "list_models": "cifarnet.models",
@@ -36,12 +37,13 @@ __all__ = [
     "list_models",
     "load_dataset",
     "predict",
+    "resolve_config",
     "train",
 ]
 
 if TYPE_CHECKING:
     from cifarnet.benchmarking import benchmark
-    from cifarnet.config import TrainConfig
+    from cifarnet.config import TrainConfig, resolve_config
     from cifarnet.data import load_dataset
     from cifarnet.errors import CifarnetError
     from cifarnet.evaluation import evaluate

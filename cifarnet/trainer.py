@@ -28,7 +28,7 @@ from cifarnet.checkpoint import (
     save_checkpoint,
     versions,
 )
-from cifarnet.config import TrainConfig
+from cifarnet.config import TrainConfig, resolve_config
 from cifarnet.data import (
     Augment,
     BatchLoader,
@@ -52,6 +52,8 @@ from cifarnet.metrics_log import MetricsLog
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.runtime import Runtime, resolve_runtime, seed_everything
 from cifarnet.schedule import lr_factor
+
+MAX_WARMUP_FRACTION = 0.2
 
 
 class TrainCallbacks:
@@ -162,17 +164,22 @@ def train(
     resume: str | os.PathLike | None = None,
     overrides: dict[str, Any] | None = None,
     callbacks: TrainCallbacks | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Train a model and return the run's summary (also written to summary.json).
 
+    Either a resolved `config`, or settings as keywords, resolved like the CLI's flags (the
+    recipe's values, then these): `train(recipe="fast", time_minutes=10, data_dir="data")`.
     `resume`: a last.pt to continue; its config is used, updated by `overrides` (e.g.
     {"epochs": 100} to extend the run).
     """
     callbacks = callbacks or TrainCallbacks()
     if resume is not None:
-        return Trainer.resume(resume, overrides or {}, callbacks).run()
+        return Trainer.resume(resume, {**settings, **(overrides or {})}, callbacks).run()
     if config is None:
-        config = TrainConfig()
+        config = resolve_config(settings)
+    elif settings:
+        raise TypeError("pass either a TrainConfig or settings as keywords, not both")
     if overrides:
         config = config.replace(**overrides)
     return Trainer(config, callbacks).run()
@@ -380,12 +387,17 @@ class Trainer:
         if self.plateau is not None:
             return self.optimizer.param_groups[0]["lr"]
         factor = lr_factor(
-            c.schedule, self._progress_fraction(steps_per_epoch), c.warmup_epochs / c.epochs
+            c.schedule, self._progress_fraction(steps_per_epoch), self._warmup_fraction()
         )
         lr = c.lr * factor
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         return lr
+
+    def _warmup_fraction(self) -> float:
+        """warmup_epochs as a share of the run, at most MAX_WARMUP_FRACTION: a short run (say 3
+        epochs of a 2-epoch-warm-up recipe) must not spend most of itself warming up."""
+        return min(self.config.warmup_epochs / self.config.epochs, MAX_WARMUP_FRACTION)
 
     def _epoch_generator(self, epoch: int) -> torch.Generator:
         g = torch.Generator(device=self.runtime.device)
