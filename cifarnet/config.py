@@ -43,11 +43,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     # Our default on the same network: a 10x higher peak lr reached by linear warm-up, cosine decay
     # to zero, Nesterov momentum, weight decay 5e-4 (not on BatchNorm or biases), label smoothing.
+    # (At peak lr 0.2 a 4-step run reached a validation loss of 1.6 million; 0.1, the usual CIFAR
+    # ResNet value, is less fragile before the warm-up has settled the network.)
     "default": dict(
         model="resnet_reference",
         epochs=70,
         batch_size=256,
-        lr=0.2,
+        lr=0.1,
         momentum=0.9,
         nesterov=True,
         weight_decay=5e-4,
@@ -83,7 +85,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 RECIPE_HELP = {
     "reference": "the write-up's recipe exactly (SGD 0.01, wd 1e-5, lr/10 on plateau)",
-    "default": "warm-up + cosine, lr 0.2, Nesterov, wd 5e-4, label smoothing 0.1",
+    "default": "warm-up + cosine, lr 0.1, Nesterov, wd 5e-4, label smoothing 0.1",
     "fast": "FastNet, batch 1024, lr 1.5, linear decay, label smoothing 0.2: for --time",
 }
 
@@ -101,7 +103,7 @@ class TrainConfig:
     time_minutes: float | None = None
     batch_size: int = 256
     eval_batch_size: int = 1024
-    lr: float = 0.2
+    lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4

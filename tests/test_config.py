@@ -126,4 +126,4 @@ def test_config_is_frozen() -> None:
     c = TrainConfig()
     with pytest.raises(AttributeError):
         c.lr = 1.0  # type: ignore[misc]
-    assert c.replace(lr=0.5).lr == 0.5 and c.lr == 0.2
+    assert c.replace(lr=0.5).lr == 0.5 and c.lr == 0.1
