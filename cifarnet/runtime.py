@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from cifarnet.allocator import keep_freed_memory_in_process
 from cifarnet.errors import DeviceError
 
 
@@ -89,6 +90,8 @@ def resolve_precision(spec: str, device: torch.device) -> str:
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
+    if dev.type == "cpu":
+        keep_freed_memory_in_process()
     # channels_last lets cuDNN / oneDNN pick their fastest convolution kernels in reduced
     # precision; in fp32 on CPU it gains little and costs layout conversions.
     channels_last = dev.type == "cuda" or (dev.type == "cpu" and prec == "bf16")

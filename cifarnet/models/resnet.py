@@ -12,11 +12,10 @@ import torch
 from torch import nn
 
 from cifarnet.models import register_model
-from cifarnet.models.layers import Conv2d
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+    return nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
 
 
 class BasicBlock(nn.Module):
@@ -101,7 +100,7 @@ class CifarResNet(nn.Module):
             if self.shortcut == "conv3x3":
                 conv = conv3x3(self.in_channels, out_channels, stride)
             else:
-                conv = Conv2d(self.in_channels, out_channels, 1, stride, bias=False)
+                conv = nn.Conv2d(self.in_channels, out_channels, 1, stride, bias=False)
             downsample = nn.Sequential(conv, nn.BatchNorm2d(out_channels))
         layers = [
             BasicBlock(self.in_channels, out_channels, stride, downsample, self.relu_after_add)

@@ -1,0 +1,62 @@
+"""Keep large freed blocks inside the process on Linux/glibc CPUs.
+
+glibc's malloc serves every block above its mmap threshold (at most 32 MiB, adjusted on the fly)
+with a fresh mmap and returns it to the OS on free, and trims the top of the heap after frees.
+A CPU training or inference step allocates and frees the same activation-sized blocks every
+batch (resnet_reference at batch 256: 16.8 MiB bf16 / 33.6 MiB fp32 per 32x32x32 feature map),
+so each step paid the kernel to zero and map those pages again: page faults made a 33.6 MiB
+fp32 copy take 15.8 ms instead of ~1 ms. Raising both thresholds lets freed blocks be reused,
+as a caching allocator does on a GPU (measured on the 2-core dev CPU, bf16: inference batch
+256 +16%, training step +4-8%). The price is that freed memory is returned to the OS only at
+exit; peak memory is unchanged.
+
+Opt out with CIFARNET_SYSTEM_MALLOC=1, or by choosing a malloc yourself: any MALLOC_* setting
+in the environment, or a preloaded jemalloc / tcmalloc, is left alone.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_HEAP_THRESHOLD_BYTES = 1 << 30  # blocks up to 1 GiB come from the reusable heap
+_NEVER_TRIM_BYTES = 2**31 - 1
+
+_tuned: bool | None = None
+
+
+def _is_glibc() -> bool:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def _user_chose_malloc() -> bool:
+    env = os.environ
+    return (
+        env.get("CIFARNET_SYSTEM_MALLOC", "") not in ("", "0")
+        or any(key.startswith("MALLOC_") for key in env)
+        or "malloc" in env.get("LD_PRELOAD", "")
+    )
+
+
+def keep_freed_memory_in_process() -> bool:
+    """Raise glibc's mmap and trim thresholds once per process. True when they are set
+    (now or earlier); False on other platforms or when the user chose their own malloc."""
+    global _tuned
+    if _tuned is None:
+        _tuned = False
+        if sys.platform == "linux" and _is_glibc() and not _user_chose_malloc():
+            try:
+                libc = ctypes.CDLL("libc.so.6")
+                _tuned = bool(
+                    libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_THRESHOLD_BYTES)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM_BYTES)
+                )
+            except (OSError, AttributeError):
+                _tuned = False
+    return _tuned
