@@ -125,7 +125,7 @@ def train(
         ),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Training batch size.", show_default="256")
+        int | None, typer.Option(help="Training batch size.", show_default="from recipe")
     ] = None,
     lr: Annotated[
         float | None, typer.Option(help="Peak learning rate.", show_default="from recipe")
@@ -151,6 +151,14 @@ def train(
     warmup_epochs: Annotated[
         float | None,
         typer.Option(help="Linear warm-up length in epochs.", show_default="from recipe"),
+    ] = None,
+    zero_init_residual: Annotated[
+        bool | None,
+        typer.Option(
+            "--zero-init-residual/--no-zero-init-residual",
+            help="Start each residual block as its shortcut (last BatchNorm scale 0).",
+            show_default="from recipe",
+        ),
     ] = None,
     ema: Annotated[
         float | None,
@@ -241,6 +249,7 @@ def train(
         "nesterov": nesterov,
         "weight_decay": weight_decay,
         "label_smoothing": label_smoothing,
+        "zero_init_residual": zero_init_residual,
         "schedule": schedule,
         "warmup_epochs": warmup_epochs,
         "ema_decay": ema,

@@ -50,6 +50,7 @@ from cifarnet.errors import (
 )
 from cifarnet.metrics_log import MetricsLog
 from cifarnet.models import count_parameters, create_model, model_config
+from cifarnet.models.resnet import zero_init_residual
 from cifarnet.runtime import Runtime, resolve_runtime, seed_everything
 from cifarnet.schedule import lr_factor
 
@@ -200,6 +201,8 @@ class Trainer:
         self.num_classes = 100 if config.dataset == "cifar100" else 10
         seed_everything(config.seed, config.deterministic)
         self.model = create_model(config.model, self.num_classes, **config.model_kwargs)
+        if config.zero_init_residual:
+            zero_init_residual(self.model)
         self.runtime: Runtime = resolve_runtime(config.device, config.precision)
         self._folder = folder
         self._checkpoint = checkpoint

@@ -58,6 +58,18 @@ def test_reference_initialisation() -> None:
     assert w.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.05)
 
 
+def test_zero_init_residual_makes_each_block_its_shortcut() -> None:
+    from cifarnet.models.resnet import zero_init_residual
+
+    model = create_model("resnet_reference", 100)
+    assert zero_init_residual(model) == 12  # [2, 4, 4, 2] basic blocks
+    block = model.conv2_x[0]  # no downsample: the block is the identity at init
+    assert torch.all(block.bn2.weight == 0) and torch.all(block.bn1.weight == 1)
+    x = torch.randn(2, 32, 8, 8)
+    torch.testing.assert_close(block.train()(x), x)
+    assert zero_init_residual(create_model("fastnet", 100)) == 0
+
+
 @pytest.mark.parametrize(
     ("name", "classes"),
     [("resnet_reference", 100), ("resnet_reference", 10), ("resnet18", 100), ("fastnet", 100)],

@@ -130,6 +130,15 @@ def test_seed_alone_decides_the_weights(tiny_config: TrainConfig) -> None:
     assert not torch.equal(a["conv1.weight"], c["conv1.weight"])
 
 
+def test_zero_init_residual_follows_the_config(tiny_config: TrainConfig) -> None:
+    from cifarnet.trainer import Trainer
+
+    for zero_init in (True, False):
+        trainer = Trainer(tiny_config.replace(zero_init_residual=zero_init), TrainCallbacks())
+        bn2 = trainer.model.conv2_x[0].bn2.weight
+        assert bool(torch.all(bn2 == 0)) is zero_init
+
+
 def test_no_validation_split_keeps_the_last_epoch(tiny_config: TrainConfig) -> None:
     config = tiny_config.replace(epochs=2, subset=32, batch_size=32, val_size=0)
     summary = train(config)
