@@ -35,6 +35,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         momentum=0.9,
         nesterov=False,
         weight_decay=1e-5,
+        decay_norm_and_bias=True,
         label_smoothing=0.0,
         schedule="plateau",
         warmup_epochs=0.0,
@@ -113,6 +114,9 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    # True: weight decay on BatchNorm and bias parameters too, as `SGD(model.parameters(), ...)`
+    # does in the write-up; False: 1-d parameters are exempt (the usual modern choice).
+    decay_norm_and_bias: bool = False
     label_smoothing: float = 0.1
     schedule: str = "cosine"
     warmup_epochs: float = 2.0
@@ -199,7 +203,14 @@ class TrainConfig:
 # one clear error rather than a TypeError deep inside torch or difflib.
 _STR_FIELDS = ("recipe", "dataset", "model", "device", "precision", "schedule", "runs_dir")
 _OPTIONAL_STR_FIELDS = ("data_dir", "name")
-_BOOL_FIELDS = ("nesterov", "zero_init_residual", "flip", "deterministic", "download")
+_BOOL_FIELDS = (
+    "nesterov",
+    "decay_norm_and_bias",
+    "zero_init_residual",
+    "flip",
+    "deterministic",
+    "download",
+)
 
 
 def _check_types(config: TrainConfig) -> None:

@@ -220,9 +220,13 @@ class Trainer:
                 "resume from the run's last.pt"
             )
         try:
-            values = {**ckpt["train_config"], **overrides}
+            saved = ckpt["train_config"]
+            # a run saved before this setting existed decayed every parameter exactly when its
+            # recipe was "reference", and its optimizer state has the parameter groups to match
+            legacy = {"decay_norm_and_bias": saved.get("recipe") == "reference"}
+            values = {**legacy, **saved, **overrides}
             done = ckpt["progress"]["epoch"]
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path} lacks its training state ({exc}); damaged") from None
         config = TrainConfig.from_dict(values, source=str(path))
         if (
@@ -738,11 +742,11 @@ def _is_out_of_memory(exc: RuntimeError) -> bool:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD. The reference recipe decays every parameter (as the write-up's torch SGD call
-    does); the others exempt BatchNorm and bias parameters (1-d tensors) from weight decay and
-    scale their learning rate by `bias_lr_scale`. Frozen parameters are left out."""
+    """SGD over the trainable parameters. BatchNorm and bias parameters (1-d tensors) get
+    their lr scaled by `bias_lr_scale` and weight decay only with `decay_norm_and_bias`; with
+    that set and no lr scale it is the write-up's single group (`SGD(model.parameters())`)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if config.recipe == "reference":
+    if config.decay_norm_and_bias and config.bias_lr_scale == 1.0:
         groups: list[dict[str, Any]] = [{"params": params, "lr_scale": 1.0}]
     else:
         groups = [
@@ -750,7 +754,7 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             {
                 "params": [p for p in params if p.ndim <= 1],
                 "lr_scale": config.bias_lr_scale,
-                "weight_decay": 0.0,
+                "weight_decay": config.weight_decay if config.decay_norm_and_bias else 0.0,
             },
         ]
     return torch.optim.SGD(

@@ -21,6 +21,7 @@ def test_reference_recipe_is_the_write_up() -> None:
     assert (c.lr, c.weight_decay, c.batch_size, c.schedule) == (0.01, 1e-5, 256, "plateau")
     assert (c.momentum, c.nesterov, c.label_smoothing, c.warmup_epochs) == (0.9, False, 0.0, 0.0)
     assert c.zero_init_residual is False  # the write-up's own initialisation
+    assert c.decay_norm_and_bias is True  # SGD(model.parameters(), weight_decay=1e-5)
     assert c.model == "resnet_reference" and c.epochs == 70
 
 
@@ -28,6 +29,7 @@ def test_default_recipe_differs_from_reference() -> None:
     c = resolve_config({})
     assert c.recipe == "default" and c.lr == RECIPES["default"]["lr"] != 0.01
     assert c.schedule == "cosine" and c.zero_init_residual is True
+    assert c.decay_norm_and_bias is False
     assert resolve_config({"recipe": "fast"}).zero_init_residual is False
 
 

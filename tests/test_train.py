@@ -108,6 +108,49 @@ def test_resume_continues_at_the_next_epoch(tiny_config: TrainConfig) -> None:
     assert sorted(p.name for p in Path(config.runs_dir).iterdir()) == ["train"]
 
 
+def test_resume_of_a_run_saved_before_decay_norm_and_bias_existed(
+    tiny_config: TrainConfig,
+) -> None:
+    config = tiny_config.replace(
+        recipe="reference",
+        decay_norm_and_bias=True,
+        epochs=1,
+        subset=64,
+        batch_size=32,
+        val_size=20,
+    )
+    run = Path(train(config)["run_dir"])
+    ckpt = load_checkpoint(run / "last.pt")
+    del ckpt["train_config"]["decay_norm_and_bias"]  # as written by earlier versions
+    assert len(ckpt["optimizer"]["param_groups"]) == 1
+    torch.save(ckpt, run / "last.pt")
+    train(resume=run / "last.pt", overrides={"epochs": 2})
+    assert load_checkpoint(run / "last.pt")["train_config"]["decay_norm_and_bias"] is True
+
+
+def test_optimizer_groups_follow_decay_norm_and_bias(tiny_config: TrainConfig) -> None:
+    from cifarnet.models import create_model
+    from cifarnet.trainer import build_optimizer
+
+    model = create_model(tiny_config.model, 100, **tiny_config.model_kwargs)
+    one_d = sum(p.numel() for p in model.parameters() if p.ndim <= 1)
+
+    def groups(**changes: object) -> list[tuple[int, float, float]]:
+        opt = build_optimizer(model, tiny_config.replace(weight_decay=0.1, **changes))
+        return [
+            (sum(p.numel() for p in g["params"]), g["weight_decay"], g["lr_scale"])
+            for g in opt.param_groups
+        ]
+
+    total = sum(p.numel() for p in model.parameters())
+    assert groups(decay_norm_and_bias=True) == [(total, 0.1, 1.0)]  # the write-up's SGD call
+    assert groups(decay_norm_and_bias=False) == [(total - one_d, 0.1, 1.0), (one_d, 0.0, 1.0)]
+    assert groups(decay_norm_and_bias=True, bias_lr_scale=8.0) == [
+        (total - one_d, 0.1, 1.0),
+        (one_d, 0.1, 8.0),
+    ]
+
+
 def test_runs_never_overwrite_each_other(tiny_config: TrainConfig) -> None:
     config = tiny_config.replace(epochs=1, subset=32, batch_size=32, val_size=20, name="same")
     first = Path(train(config)["run_dir"])
