@@ -50,14 +50,21 @@ def keep_freed_memory_in_process() -> bool:
     (now or earlier); False on other platforms or when the user chose their own malloc."""
     global _tuned
     if _tuned is None:
-        _tuned = False
-        if sys.platform == "linux" and _is_glibc() and not _user_chose_malloc():
-            try:
-                libc = ctypes.CDLL("libc.so.6")
-                _tuned = bool(
-                    libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_THRESHOLD_BYTES)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM_BYTES)
-                )
-            except (OSError, AttributeError):
-                _tuned = False
+        _tuned = (
+            sys.platform == "linux"
+            and _is_glibc()
+            and not _user_chose_malloc()
+            and _raise_thresholds()
+        )
     return _tuned
+
+
+def _raise_thresholds() -> bool:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, _HEAP_THRESHOLD_BYTES)
+            and libc.mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM_BYTES)
+        )
+    except (OSError, AttributeError):
+        return False

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from cifarnet.allocator import keep_freed_memory_in_process
 from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
 from cifarnet.data import get_spec
 from cifarnet.engine import train_step
@@ -99,8 +98,6 @@ def benchmark(
         check_new_files([out], force)
     net, info, source, defaulted = _network(checkpoint, model)
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_memory_in_process()
     rows: list[BenchmarkRow] = []
     skipped: list[str] = []
     runtimes = [Runtime(dev, "fp32", False)]

@@ -34,7 +34,16 @@ class Runtime:
 
 
 def resolve_device(spec: str) -> torch.device:
-    """auto -> cuda, then mps, then cpu. An explicit accelerator that is absent is an error."""
+    """auto -> cuda, then mps, then cpu. An explicit accelerator that is absent is an error.
+    Resolving to the CPU also applies the allocator setting of cifarnet/allocator.py, so that
+    every command that computes on the CPU gets it."""
+    device = _device(spec)
+    if device.type == "cpu":
+        keep_freed_memory_in_process()
+    return device
+
+
+def _device(spec: str) -> torch.device:
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -90,8 +99,6 @@ def resolve_precision(spec: str, device: torch.device) -> str:
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    if dev.type == "cpu":
-        keep_freed_memory_in_process()
     # channels_last lets cuDNN / oneDNN pick their fastest convolution kernels in reduced
     # precision; in fp32 on CPU it gains little and costs layout conversions.
     channels_last = dev.type == "cuda" or (dev.type == "cpu" and prec == "bf16")

@@ -53,3 +53,5 @@ def test_cpu_runtimes_apply_it(monkeypatch: pytest.MonkeyPatch) -> None:
     rt = runtime.resolve_runtime("cpu", "fp32")
     assert rt.device.type == "cpu"
     assert calls == [1]
+    assert runtime.resolve_device("cpu").type == "cpu"  # benchmark resolves the device alone
+    assert calls == [1, 1]
