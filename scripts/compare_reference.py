@@ -1,12 +1,22 @@
-"""Side-by-side training throughput: the write-up's loop vs `cifarnet train --recipe reference`.
+"""Side-by-side throughput: the write-up's loop vs cifarnet, same machine, same sitting.
 
-Both train the same network with the same hyper-parameters on the same machine, one after the
-other. The reference loop is timed over `--batches` steps of 256 images (its own --batches
-mode); cifarnet over `--epochs` epochs of a `--subset`, taking the steady-state images/s of the
-last epoch from metrics.csv.
+Training (the default): the reference loop is timed over `--batches` steps of 256 images (its
+own --batches mode); `cifarnet train --recipe reference` (the same network and
+hyper-parameters) over `--epochs` epochs of a `--subset`, taking the steady-state images/s of
+the last epoch from metrics.csv.
+
+Evaluation (`--evaluate CKPT`): the reference's evaluation loop over the 10,000 test images
+(`reference_train.py DATA --seconds 1`: one second of training, then its eval loop, which
+reports eval_img_per_s) against `cifarnet evaluate CKPT` over the same images (images/s of
+its timed loop, from the summary CSV).
+
+Each of `--rounds` rounds runs the reference, then cifarnet, so slow spells of a shared
+machine hit both sides alike; the result is the per-round ratios and their median.
 
     python scripts/compare_reference.py --data-dir DATA \
-        --reference ../shared/reference/reference_train.py
+        --reference ../shared/reference/reference_train.py [--rounds 3]
+    python scripts/compare_reference.py --data-dir DATA \
+        --reference ../shared/reference/reference_train.py --evaluate runs/train/best.pt
 
 DATA must hold the extracted cifar-100-python/ folder (the reference script reads it directly).
 Prints one JSON line.
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,9 +35,9 @@ from pathlib import Path
 import pandas as pd
 
 
-def reference_throughput(script: Path, data_dir: Path, batches: int) -> dict:
+def run_reference(script: Path, data_dir: Path, flags: list[str]) -> dict:
     out = subprocess.run(
-        [sys.executable, str(script), str(data_dir), "--batches", str(batches)],
+        [sys.executable, str(script), str(data_dir), *flags],
         check=True,
         capture_output=True,
         text=True,
@@ -34,7 +45,7 @@ def reference_throughput(script: Path, data_dir: Path, batches: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def cifarnet_throughput(data_dir: Path, subset: int, epochs: int, extra: list[str]) -> dict:
+def cifarnet_train_throughput(data_dir: Path, subset: int, epochs: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as runs:
         cmd = [
             sys.executable, "-m", "cifarnet", "train", "--recipe", "reference",
@@ -45,10 +56,26 @@ def cifarnet_throughput(data_dir: Path, subset: int, epochs: int, extra: list[st
         metrics = pd.read_csv(Path(runs) / "train" / "metrics.csv")
         config = json.loads((Path(runs) / "train" / "config.json").read_text())
     return {
-        "images_per_second_last_epoch": round(float(metrics["images_per_second"].iloc[-1]), 1),
+        "images_per_second": round(float(metrics["images_per_second"].iloc[-1]), 1),
         "images_per_second_by_epoch": [round(v, 1) for v in metrics["images_per_second"]],
         "precision": config["_meta"]["precision"],
         "channels_last": config["_meta"]["channels_last"],
+    }
+
+
+def cifarnet_evaluate_throughput(checkpoint: Path, data_dir: Path, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "eval.csv"
+        cmd = [
+            sys.executable, "-m", "cifarnet", "evaluate", str(checkpoint),
+            "--data-dir", str(data_dir), "--out", str(out), *extra,
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        row = pd.read_csv(out).iloc[0]
+    return {
+        "images_per_second": round(float(row["images_per_second"]), 1),
+        "images": int(row["images"]),
+        "top1": float(row["top1"]),
     }
 
 
@@ -56,15 +83,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--reference", type=Path, required=True, help="reference_train.py")
+    parser.add_argument("--evaluate", type=Path, metavar="CKPT", help="compare evaluation")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--subset", type=int, default=5120)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("extra", nargs="*", help="more cifarnet train flags, after --")
+    parser.add_argument("extra", nargs="*", help="more cifarnet train/evaluate flags, after --")
     args = parser.parse_args()
-    ref = reference_throughput(args.reference, args.data_dir, args.batches)
-    ours = cifarnet_throughput(args.data_dir, args.subset, args.epochs, args.extra)
-    ratio = ours["images_per_second_last_epoch"] / ref["train_img_per_s"]
-    print(json.dumps({"reference": ref, "cifarnet": ours, "speedup": round(ratio, 2)}))
+    rounds = []
+    for _ in range(args.rounds):
+        if args.evaluate is None:
+            ref = run_reference(args.reference, args.data_dir, ["--batches", str(args.batches)])
+            ours = cifarnet_train_throughput(args.data_dir, args.subset, args.epochs, args.extra)
+            ref_speed = ref["train_img_per_s"]
+        else:
+            ref = run_reference(args.reference, args.data_dir, ["--seconds", "1"])
+            ours = cifarnet_evaluate_throughput(args.evaluate, args.data_dir, args.extra)
+            ref_speed = ref["eval_img_per_s"]
+        ratio = round(ours["images_per_second"] / ref_speed, 2)
+        rounds.append({"reference": ref, "cifarnet": ours, "speedup": ratio})
+    median = statistics.median(r["speedup"] for r in rounds)
+    task = "train" if args.evaluate is None else "evaluate"
+    print(json.dumps({"task": task, "rounds": rounds, "median_speedup": median}))
 
 
 if __name__ == "__main__":
