@@ -35,13 +35,13 @@ from pathlib import Path
 import pandas as pd
 
 
+def run(cmd: list[str]) -> str:
+    """Run a command to completion; its stdout."""
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+
 def run_reference(script: Path, data_dir: Path, flags: list[str]) -> dict:
-    out = subprocess.run(
-        [sys.executable, str(script), str(data_dir), *flags],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    out = run([sys.executable, str(script), str(data_dir), *flags])
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -52,7 +52,7 @@ def cifarnet_train_throughput(data_dir: Path, subset: int, epochs: int, extra: l
             "--data-dir", str(data_dir), "--subset", str(subset), "--epochs", str(epochs),
             "--val-size", "1000", "--runs-dir", runs, "--quiet", *extra,
         ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        run(cmd)
         metrics = pd.read_csv(Path(runs) / "train" / "metrics.csv")
         config = json.loads((Path(runs) / "train" / "config.json").read_text())
     return {
@@ -70,7 +70,7 @@ def cifarnet_evaluate_throughput(checkpoint: Path, data_dir: Path, extra: list[s
             sys.executable, "-m", "cifarnet", "evaluate", str(checkpoint),
             "--data-dir", str(data_dir), "--out", str(out), *extra,
         ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        run(cmd)
         row = pd.read_csv(out).iloc[0]
     return {
         "images_per_second": round(float(row["images_per_second"]), 1),
@@ -90,20 +90,26 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="more cifarnet train/evaluate flags, after --")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    if args.evaluate is None:
+        task, ref_flags, ref_key = "train", ["--batches", str(args.batches)], "train_img_per_s"
+
+        def ours() -> dict:
+            return cifarnet_train_throughput(args.data_dir, args.subset, args.epochs, args.extra)
+    else:
+        task, ref_flags, ref_key = "evaluate", ["--seconds", "1"], "eval_img_per_s"
+
+        def ours() -> dict:
+            return cifarnet_evaluate_throughput(args.evaluate, args.data_dir, args.extra)
+
     rounds = []
     for _ in range(args.rounds):
-        if args.evaluate is None:
-            ref = run_reference(args.reference, args.data_dir, ["--batches", str(args.batches)])
-            ours = cifarnet_train_throughput(args.data_dir, args.subset, args.epochs, args.extra)
-            ref_speed = ref["train_img_per_s"]
-        else:
-            ref = run_reference(args.reference, args.data_dir, ["--seconds", "1"])
-            ours = cifarnet_evaluate_throughput(args.evaluate, args.data_dir, args.extra)
-            ref_speed = ref["eval_img_per_s"]
-        ratio = round(ours["images_per_second"] / ref_speed, 2)
-        rounds.append({"reference": ref, "cifarnet": ours, "speedup": ratio})
+        ref = run_reference(args.reference, args.data_dir, ref_flags)
+        mine = ours()
+        ratio = round(mine["images_per_second"] / ref[ref_key], 2)
+        rounds.append({"reference": ref, "cifarnet": mine, "speedup": ratio})
     median = statistics.median(r["speedup"] for r in rounds)
-    task = "train" if args.evaluate is None else "evaluate"
     print(json.dumps({"task": task, "rounds": rounds, "median_speedup": median}))
 
 
