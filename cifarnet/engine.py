@@ -79,8 +79,10 @@ def evaluate(
                 if tta_flip:
                     logits = 0.5 * (logits + model(images.flip(3)).float())
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            # top-1 by argmax, as evaluate's per-class accuracy and confusion matrix count it:
+            # topk may order tied logits (common in bf16) differently
+            hits1 += (logits.argmax(1) == labels).sum()
             top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits1 += (top5[:, 0] == labels).sum()
             hits5 += (top5 == labels[:, None]).any(1).sum()
             count += len(labels)
             if keep_logits:

@@ -36,6 +36,24 @@ def test_topk_and_per_class_accuracy():
     assert torch.isnan(accuracy[3])  # a class without images has no accuracy
 
 
+def test_engine_top1_breaks_ties_like_the_per_class_counts():
+    from cifarnet.engine import evaluate as run_evaluation
+    from cifarnet.runtime import Runtime
+
+    # every row ties classes 3 and 70 at the top (bf16 logits often tie): argmax says 3,
+    # torch's CPU topk(5) lists 70 first
+    logits = torch.zeros(4, 100)
+    logits[:, [3, 70]] = 1.0
+    labels = torch.tensor([3, 3, 70, 0])
+    model = torch.nn.Linear(1, 100)
+    model.forward = lambda x: logits[: len(x)]
+    batches = [(torch.zeros(4, 1), labels)]
+    result = run_evaluation(model, batches, Runtime(torch.device("cpu"), "fp32", False))
+    counts, per_class = metrics.per_class_accuracy(logits.argmax(1) == labels, labels, 100)
+    assert result.top1 == 50.0 == float((counts * per_class.nan_to_num()).sum() / 4)
+    assert result.top5 == 75.0
+
+
 def test_superclass_accuracy_counts_a_wrong_class_in_the_right_superclass():
     fine_to_coarse = [0, 0, 1, 1]
     predictions = torch.tensor([1, 2, 3, 0])
