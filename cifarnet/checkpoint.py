@@ -124,8 +124,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is truncated or not a PyTorch file ({one_line(exc)})"
         ) from None
+    except PermissionError:
+        raise CheckpointError(f"cannot read {path}: permission denied") from None
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+        # the file exists and is not empty: torch's zip reader fails on a cut-off archive with
+        # OSError(EINVAL), which as "Invalid argument" alone would read like a bad path
+        raise CheckpointError(
+            f"{path} is truncated or corrupt (reading it failed: {exc.strerror or exc})"
+        ) from None
     except Exception as exc:  # torch's reader of old-style files fails on foreign bytes variously
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)})"

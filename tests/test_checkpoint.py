@@ -236,6 +236,16 @@ def test_bad_checkpoint_files(tmp_path: Path, run_dir: Path, name: str) -> None:
     assert phrase in _one_line_error(err, path)
 
 
+def test_a_checkpoint_cut_off_anywhere_is_called_truncated(tmp_path: Path, run_dir: Path) -> None:
+    raw = (run_dir / "last.pt").read_bytes()
+    path = tmp_path / "cut.pt"
+    for length in range(64, len(raw), max(len(raw) // 40, 1)):  # past the first zip header
+        path.write_bytes(raw[:length])
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert "truncated or" in _one_line_error(err, path), length
+
+
 def test_missing_file_and_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pt")
