@@ -336,6 +336,10 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.plateau is not None and ckpt.get("scheduler"):
             self.plateau.load_state_dict(ckpt["scheduler"])
+            run_lr = ckpt["train_config"]["lr"]
+            for group in self.optimizer.param_groups:
+                # checkpoints written before plateau_factor existed hold the cuts in "lr" alone
+                group.setdefault("plateau_factor", group["lr"] / (run_lr * group["lr_scale"]))
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema_state_dict"):
@@ -390,16 +394,30 @@ class Trainer:
         return p.global_step / (c.epochs * steps_per_epoch)
 
     def _set_lr(self, steps_per_epoch: int) -> float:
+        """Set every group's lr for the coming step; returns the main group's."""
         c = self.config
-        if self.plateau is not None:
-            return self.optimizer.param_groups[0]["lr"]
         factor = lr_factor(
             c.schedule, self._progress_fraction(steps_per_epoch), self._warmup_fraction()
         )
-        lr = c.lr * factor
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
-        return lr
+            group["lr"] = self._peak_lr(group) * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _peak_lr(self, group: dict[str, Any]) -> float:
+        """The group's lr before the schedule's factor: --lr times the group's scale, times the
+        cuts the plateau schedule has made so far."""
+        return self.config.lr * group["lr_scale"] * group.get("plateau_factor", 1.0)
+
+    def _step_plateau(self, error: float) -> None:
+        """ReduceLROnPlateau cuts each group's lr in place. It is shown the peak lrs (never a
+        warm-up value), and its cut is kept as the group's plateau_factor, which the optimizer's
+        state (and so every checkpoint) carries."""
+        assert self.plateau is not None
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._peak_lr(group)
+        self.plateau.step(error)
+        for group in self.optimizer.param_groups:
+            group["plateau_factor"] = group["lr"] / (self.config.lr * group["lr_scale"])
 
     def _warmup_fraction(self) -> float:
         """warmup_epochs as a share of the run, at most MAX_WARMUP_FRACTION: a short run (say 3
@@ -490,8 +508,7 @@ class Trainer:
                 self._interrupt(generator, order)
             if self._finished():
                 break
-        if self.plateau is None:
-            lr = self._set_lr(steps)
+        lr = self._set_lr(steps)
         train_stats = (loss_sum.item() / max(count, 1), 100.0 * correct.item() / max(count, 1))
         self._check_weights(f"the end of epoch {epoch}", lr)
         self._end_epoch(epoch, count, train_seconds, train_stats, lr)
@@ -512,7 +529,7 @@ class Trainer:
         if self.plateau is not None:
             # the write-up divides the lr by 10 when validation error stops improving;
             # without a validation split the training loss is watched instead
-            self.plateau.step(100.0 - val.top1 if val is not None else train_stats[0])
+            self._step_plateau(100.0 - val.top1 if val is not None else train_stats[0])
         row = {
             "epoch": epoch,
             "lr": lr,
@@ -757,6 +774,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
                 "weight_decay": config.weight_decay if config.decay_norm_and_bias else 0.0,
             },
         ]
+    for group in groups:
+        group["lr"] = config.lr * group["lr_scale"]
     return torch.optim.SGD(
         groups,
         lr=config.lr,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 import cifarnet
@@ -93,8 +94,13 @@ def test_tiny_run_writes_every_run_file(tiny_config: TrainConfig) -> None:
     assert (run / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _short(tiny_config: TrainConfig, **changes: object) -> TrainConfig:
+    """64 training images in batches of 32 (2 steps per epoch), 20 for validation."""
+    return tiny_config.replace(**{"subset": 64, "batch_size": 32, "val_size": 20, **changes})
+
+
 def test_resume_continues_at_the_next_epoch(tiny_config: TrainConfig) -> None:
-    config = tiny_config.replace(epochs=1, subset=64, batch_size=32, val_size=20)
+    config = _short(tiny_config, epochs=1)
     run = Path(train(config)["run_dir"])
     first_row = pd.read_csv(run / "metrics.csv").iloc[0]
     rec = Recorder()
@@ -111,14 +117,7 @@ def test_resume_continues_at_the_next_epoch(tiny_config: TrainConfig) -> None:
 def test_resume_of_a_run_saved_before_decay_norm_and_bias_existed(
     tiny_config: TrainConfig,
 ) -> None:
-    config = tiny_config.replace(
-        recipe="reference",
-        decay_norm_and_bias=True,
-        epochs=1,
-        subset=64,
-        batch_size=32,
-        val_size=20,
-    )
+    config = _short(tiny_config, recipe="reference", decay_norm_and_bias=True, epochs=1)
     run = Path(train(config)["run_dir"])
     ckpt = load_checkpoint(run / "last.pt")
     del ckpt["train_config"]["decay_norm_and_bias"]  # as written by earlier versions
@@ -149,6 +148,64 @@ def test_optimizer_groups_follow_decay_norm_and_bias(tiny_config: TrainConfig) -
         (total - one_d, 0.1, 1.0),
         (one_d, 0.1, 8.0),
     ]
+
+
+class LrLog(TrainCallbacks):
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_step(self, step: int, steps: int, stats: dict) -> None:
+        self.lrs.append(stats["lr"])
+
+
+def _plateau(tiny_config: TrainConfig, **changes: object) -> TrainConfig:
+    """The plateau schedule with a 4x lr on BatchNorm and biases: 2 steps per epoch."""
+    return _short(
+        tiny_config,
+        **{"schedule": "plateau", "lr": 0.1, "bias_lr_scale": 4.0, "decay_norm_and_bias": False}
+        | changes,
+    )
+
+
+def _group_lrs(run: Path) -> list[float]:
+    return [g["lr"] for g in load_checkpoint(run / "last.pt")["optimizer"]["param_groups"]]
+
+
+def test_plateau_schedule_warms_up_and_scales_the_bias_lr(tiny_config: TrainConfig) -> None:
+    log = LrLog()
+    # warm-up: the first 20% of the 10 steps, then the peak until a plateau (patience 10)
+    run = Path(train(_plateau(tiny_config, epochs=5, warmup_epochs=1.0), callbacks=log)["run_dir"])
+    assert log.lrs == pytest.approx([0.0, 0.05] + [0.1] * 8)
+    assert _group_lrs(run) == pytest.approx([0.1, 0.4])
+
+
+def test_plateau_cut_of_an_older_checkpoint_survives_resume(tiny_config: TrainConfig) -> None:
+    run = Path(train(_plateau(tiny_config, epochs=1, warmup_epochs=0.0))["run_dir"])
+    ckpt = load_checkpoint(run / "last.pt")
+    for group in ckpt["optimizer"]["param_groups"]:
+        del group["plateau_factor"]  # written before it existed: the cut lives in "lr" alone
+        group["lr"] *= 0.1
+    torch.save(ckpt, run / "last.pt")
+    log = LrLog()
+    train(resume=run / "last.pt", overrides={"epochs": 2}, callbacks=log)
+    assert log.lrs == pytest.approx([0.01, 0.01])
+    assert _group_lrs(run) == pytest.approx([0.01, 0.04])
+
+
+def test_fastnet_run_resumes_with_its_stem_frozen(tiny_config: TrainConfig) -> None:
+    config = _short(
+        tiny_config,
+        model="fastnet",
+        model_kwargs={"widths": [8, 16, 16]},
+        bias_lr_scale=64.0,
+        decay_norm_and_bias=False,
+        epochs=1,
+    )
+    run = Path(train(config)["run_dir"])
+    stem = load_checkpoint(run / "last.pt")["state_dict"]["whiten.weight"]
+    train(resume=run / "last.pt", overrides={"epochs": 2})
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
+    assert torch.equal(load_checkpoint(run / "last.pt")["state_dict"]["whiten.weight"], stem)
 
 
 def test_runs_never_overwrite_each_other(tiny_config: TrainConfig) -> None:

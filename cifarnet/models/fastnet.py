@@ -53,6 +53,11 @@ class FastNet(nn.Module):
         # 2x2 patches of 3 channels = 12 values; the whitening stem keeps +/- of each eigen-
         # direction (24 channels) so that the GELU after it loses no information.
         self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
+        # The whitening is a fixed property of the data, not something to learn: set by
+        # init_whitening (or loaded from a checkpoint), never trained. Frozen here rather than in
+        # init_whitening so a resumed run, which skips it, builds the same optimizer groups.
+        # Freezing also spares the backward pass its largest gradient (w.r.t. the 31x31 output).
+        self.whiten.requires_grad_(False)
         self.act = nn.GELU()
         stages, in_channels = [], 24
         for width in widths:
@@ -80,9 +85,6 @@ class FastNet(nn.Module):
         filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).view(12, 3, 2, 2)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
         self.whiten.bias.zero_()
-        # The whitening is a fixed property of the data, not something to learn. Freezing it also
-        # spares the backward pass its largest gradient: the one w.r.t. the 31x31 stem output.
-        self.whiten.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.act(self.whiten(x)))
