@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,12 +53,23 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    from rich.markup import escape
+
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    _console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+
+
 @contextlib.contextmanager
-def handle_errors(debug: bool = False) -> Iterator[None]:
+def handle_errors(debug: bool = False, abort_note: str = "") -> Iterator[None]:
     """CifarnetError -> one red line on stderr and its exit code (1, or 130/143 when
-    interrupted); the traceback only with --debug."""
+    interrupted); warnings -> one yellow line each. Tracebacks and warnings' source lines only
+    with --debug. `abort_note` follows "aborted" when Ctrl-C ends the command."""
     try:
-        yield
+        with warnings.catch_warnings():
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            yield
     except CifarnetError as exc:
         if debug:
             traceback.print_exc()
@@ -67,7 +79,9 @@ def handle_errors(debug: bool = False) -> Iterator[None]:
         _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        _console(stderr=True).print("[bold red]aborted[/] (the last saved checkpoint is intact)")
+        # files are replaced atomically, so nothing is left half-written
+        note = f" ({abort_note})" if abort_note else ""
+        _console(stderr=True).print(f"[bold red]aborted[/]{note}")
         raise typer.Exit(130) from None
 
 
@@ -268,7 +282,8 @@ def train(
         "data_dir": str(data_dir) if data_dir is not None else None,
     }
     given = {k: v for k, v in flags.items() if v is not None}
-    with handle_errors(debug):
+    # a first Ctrl-C stops training at a safe point, saved; a second one aborts
+    with handle_errors(debug, abort_note="the last saved checkpoint is intact"):
         from cifarnet.config import read_config_file, resolve_config
 
         if resume is not None:
@@ -549,7 +564,7 @@ def benchmark(
         from cifarnet.cli_render import render_benchmark
 
         result = run_benchmark(
-            checkpoint,
+            _resolve_model(checkpoint) if model is None else checkpoint,
             model=model,
             device=device or "auto",
             batch_size=batch_size,

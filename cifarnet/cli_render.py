@@ -132,8 +132,6 @@ def render_export(console: Console, r: ExportResult) -> None:
 
 
 def render_benchmark(console: Console, r: Benchmark) -> None:
-    if r.defaulted:
-        console.print(f"using {r.source} (the newest run's best.pt)", markup=False)
     batch = r.rows[0].batch_size if r.rows else 0
     devices = ", ".join(dict.fromkeys(row.device for row in r.rows))
     table = Table(

@@ -18,6 +18,7 @@ from typing import Any
 from cifarnet.errors import ConfigError, unknown_name
 
 DATASETS = ("cifar100", "cifar10")
+IMAGE_SIZE = 32  # CIFAR images are 32x32
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("plateau", "cosine", "linear")
@@ -149,11 +150,11 @@ class TrainConfig:
             raise unknown_name("precision", self.precision, PRECISIONS)
         if self.schedule not in SCHEDULES:
             raise unknown_name("schedule", self.schedule, SCHEDULES)
-        _check_device(self.device)
+        check_device(self.device)
         for name in ("epochs", "batch_size", "eval_batch_size", "plateau_patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
         if not _positive_number(self.lr):
             raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
         if self.time_minutes is not None and not _positive_number(self.time_minutes):
@@ -163,11 +164,11 @@ class TrainConfig:
         for name in ("momentum", "label_smoothing", "ema_decay"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-                raise ConfigError(f"--{_flag(name)} must be in [0, 1), got {value!r}")
+                raise ConfigError(f"{_flag(name)} must be in [0, 1), got {value!r}")
         for name in ("weight_decay", "warmup_epochs", "bias_lr_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {value!r}")
+                raise ConfigError(f"{_flag(name)} must be >= 0, got {value!r}")
         if not isinstance(self.resize_from, int) or not 16 <= self.resize_from <= 32:
             raise ConfigError(
                 f"--resize-from must be an integer in 16..32, got {self.resize_from!r}"
@@ -175,7 +176,18 @@ class TrainConfig:
         for name in ("val_size", "crop_padding", "cutout"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"--{_flag(name)} must be an integer >= 0, got {value!r}")
+                raise ConfigError(f"{_flag(name)} must be an integer >= 0, got {value!r}")
+        if self.cutout > IMAGE_SIZE:
+            raise ConfigError(
+                f"--cutout must be at most {IMAGE_SIZE} (the image side), got {self.cutout}"
+            )
+        if self.name is not None and (
+            self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name
+        ):
+            raise ConfigError(
+                f"--name must be a plain folder name (no path separators), got {self.name!r}; "
+                "use --runs-dir to choose where runs go"
+            )
         if self.subset is not None and (not isinstance(self.subset, int) or self.subset <= 0):
             raise ConfigError(f"--subset must be a positive integer, got {self.subset!r}")
         if not isinstance(self.model_kwargs, dict):
@@ -257,7 +269,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
-def _check_device(device: str) -> None:
+def check_device(device: str) -> None:
+    """A known device name (not whether it is present: see runtime.resolve_device)."""
     base, _, index = device.partition(":")
     ok = device in ("auto", "cpu", "mps", "cuda") or (base == "cuda" and index.isdigit())
     if not ok:
@@ -281,5 +294,13 @@ def _positive_number(value: Any) -> bool:
     )
 
 
+# Settings whose flag is not --<name>, and settings without a flag (set in a --config file).
+_FLAGS = {"ema_decay": "--ema", "time_minutes": "--time"}
+_FILE_ONLY = ("eval_batch_size", "plateau_patience", "bias_lr_scale", "crop_padding")
+
+
 def _flag(name: str) -> str:
-    return name.replace("_", "-")
+    """How the user sets `name`: its flag, or the config file's key."""
+    if name in _FILE_ONLY:
+        return f"{name} (config file)"
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))

@@ -169,8 +169,9 @@ def output_paths(
 ) -> dict[str, Path]:
     if out is None:
         return {fmt: checkpoint.parent / f"model{SUFFIXES[fmt]}" for fmt in formats}
-    out = Path(out)
-    if out.is_dir():
+    text, out = os.fspath(out), Path(out)
+    if out.is_dir() or text.endswith(("/", os.sep)) or not out.suffix:
+        # a folder, existing or to be made: a name without a suffix is never taken for a file
         return {fmt: out / f"model{SUFFIXES[fmt]}" for fmt in formats}
     name = out.name.lower()
     if len(formats) == 1:

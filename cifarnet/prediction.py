@@ -102,7 +102,11 @@ def predict(
     for name, value in (("topk", topk), ("batch-size", batch_size)):
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    if not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"--workers must be 0 (automatic) or more, got {workers!r}")
     if out is not None:
+        if Path(out).suffix.lower() != ".csv":
+            raise ConfigError(f"--out {out}: give a .csv file name (e.g. predictions.csv)")
         check_new_files([out], force)
     loaded = load_inference_model(model, device, precision)
     k = min(topk, loaded.info.num_classes)

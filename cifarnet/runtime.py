@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from cifarnet.allocator import keep_freed_memory_in_process
-from cifarnet.errors import DeviceError
+from cifarnet.config import PRECISIONS, check_device
+from cifarnet.errors import DeviceError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def _device(spec: str) -> torch.device:
+    check_device(spec)  # a typo gets one clear line, not torch's device-string parser error
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -83,6 +85,8 @@ def _cpuinfo_has_bf16() -> bool:
 
 
 def resolve_precision(spec: str, device: torch.device) -> str:
+    if spec not in PRECISIONS:
+        raise unknown_name("precision", spec, PRECISIONS)
     if spec != "auto":
         if spec == "fp16" and device.type == "cpu":
             warnings.warn(

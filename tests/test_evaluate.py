@@ -257,18 +257,33 @@ def test_refuses_to_overwrite_without_force(run, cifar100_dir, tmp_path):
         (["--split", "holdout"], "--split must be one of test, val, train"),
         (["--dataset", "cifar10"], "cannot be evaluated on cifar10"),
         (["--out", "results.txt"], "give a .csv file name"),
+        (["--device", "gpu"], "unknown device 'gpu' (did you mean 'cpu'?)"),
+        (["--device", "meta"], "unknown device 'meta'"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
     ],
-    ids=["missing-checkpoint", "bad-split", "wrong-dataset", "bad-out"],
+    ids=["missing-checkpoint", "bad-split", "wrong-dataset", "bad-out", "gpu", "meta", "fp8"],
 )
 def test_user_errors_are_one_line(run, cifar100_dir, tmp_path, monkeypatch, extra, message):
     monkeypatch.chdir(tmp_path)
     checkpoint = [] if extra[0] == "missing.pt" else [str(run / "best.pt")]
+    device = [] if "--device" in extra else ["--device", "cpu"]
     result = runner.invoke(
-        app, ["evaluate", *checkpoint, *extra, "--data-dir", str(cifar100_dir), "--device", "cpu"]
+        app, ["evaluate", *checkpoint, *extra, "--data-dir", str(cifar100_dir), *device]
     )
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_fp16_on_cpu_warns_in_one_line(run, cifar100_dir):
+    args = ["evaluate", str(run / "best.pt"), "--data-dir", str(cifar100_dir), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--precision", "fp16"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "fp16" in line]
+    assert warnings == [
+        "warning: fp16 autocast on CPU is slow and unscaled; bf16 is the CPU choice"
+    ]
 
 
 def test_no_run_at_all_is_one_clear_line(tmp_path, monkeypatch):

@@ -111,6 +111,9 @@ def test_torchscript_loads_with_torch_alone(exported):
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["(5,", "100)", "100", "False"], out.stderr
+    result = runner.invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "is a TorchScript export, not a checkpoint" in result.stderr
 
     from cifarnet.exporter import load_torchscript
 
@@ -206,6 +209,12 @@ def test_output_paths():
         "torchscript": Path("deploy/net.torchscript.pt"),
     }
     assert output_paths(ckpt, ["torchscript"], "a/b.pt") == {"torchscript": Path("a/b.pt")}
+    for folder in ("deploy", "deploy/"):  # not there yet: made by the export
+        assert output_paths(ckpt, ["onnx", "torchscript"], folder) == {
+            "onnx": Path("deploy/model.onnx"),
+            "torchscript": Path("deploy/model.torchscript.pt"),
+        }
+        assert output_paths(ckpt, ["onnx"], folder) == {"onnx": Path("deploy/model.onnx")}
     with pytest.raises(ConfigError, match=r"must end in \.onnx"):
         output_paths(ckpt, ["onnx"], "model.pt")
 

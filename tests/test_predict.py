@@ -160,6 +160,10 @@ def test_all_good_exits_zero_and_refuses_to_overwrite(run, photos, tmp_path):
     [
         (["--resize", "squash"], "unknown --resize 'squash'"),
         (["--topk", "0"], "--topk must be a positive integer"),
+        (["--workers", "-3"], "--workers must be 0 (automatic) or more, got -3"),
+        (["--out", "predictions.json"], "give a .csv file name"),
+        (["--device", "CPU"], "unknown device 'CPU'"),
+        (["--precision", "fp9"], "unknown precision 'fp9'"),
     ],
 )
 def test_bad_options_are_one_line(run, photos, extra, message):
