@@ -121,6 +121,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
     except RuntimeError as exc:
+        if "TorchScript" in str(exc):
+            raise CheckpointError(
+                f"{path} is a TorchScript export, not a checkpoint; give the run's best.pt or "
+                "last.pt (or an .onnx export to evaluate and predict)"
+            ) from None
         raise CheckpointError(
             f"{path} is truncated or not a PyTorch file ({one_line(exc)})"
         ) from None

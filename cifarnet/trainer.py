@@ -55,6 +55,8 @@ from cifarnet.runtime import Runtime, resolve_runtime, seed_everything
 from cifarnet.schedule import lr_factor
 
 MAX_WARMUP_FRACTION = 0.2
+# What the saved weights and optimizer state are bound to: a resumed run keeps them.
+FIXED_ON_RESUME = ("dataset", "model", "model_kwargs")
 
 
 class TrainCallbacks:
@@ -194,6 +196,9 @@ class Trainer:
         folder: Path | None = None,
         checkpoint: dict[str, Any] | None = None,
     ) -> None:
+        if config.data_dir is not None:
+            # stored absolute, so `evaluate` finds the run's data from any folder
+            config = config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
         self.config = config
         self.callbacks = callbacks
         # fail on a bad model name or kwargs before loading data or creating folders; seeded
@@ -213,6 +218,10 @@ class Trainer:
     def resume(
         cls, path: str | os.PathLike, overrides: dict[str, Any], callbacks: TrainCallbacks
     ) -> Trainer:
+        if Path(path).is_dir():
+            raise CheckpointError(
+                f"{path} is a folder; resume from the run's last.pt ({Path(path) / 'last.pt'})"
+            )
         ckpt = load_checkpoint(path)
         if ckpt.get("kind") != "last":
             raise CheckpointError(
@@ -228,6 +237,12 @@ class Trainer:
             done = ckpt["progress"]["epoch"]
         except (KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path} lacks its training state ({exc}); damaged") from None
+        for name in FIXED_ON_RESUME:
+            if name in overrides and overrides[name] != saved.get(name):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} cannot change when resuming ({path} trains "
+                    f"{saved.get(name)!r}); start a new run instead"
+                )
         config = TrainConfig.from_dict(values, source=str(path))
         if (
             config.time_minutes is None
@@ -259,6 +274,11 @@ class Trainer:
         self.data_source = data.source
         train_idx, val_idx = stratified_split(data.train_labels, c.val_size, c.seed)
         if c.subset is not None:
+            if c.subset > len(train_idx):
+                raise ConfigError(
+                    f"--subset {c.subset} is more than the {len(train_idx):,} training images "
+                    f"({c.dataset} less the {len(val_idx):,} held out by --val-size)"
+                )
             train_idx = balanced_subset(data.train_labels, train_idx, c.subset, c.seed)
         normalize = Normalize(data.spec.mean, data.spec.std, dev, self.runtime.channels_last)
         self.normalize = normalize

@@ -24,7 +24,7 @@ from cifarnet.checkpoint import (
     save_checkpoint,
 )
 from cifarnet.cli import app
-from cifarnet.errors import CheckpointError, OutputError
+from cifarnet.errors import CheckpointError, ConfigError, OutputError
 from cifarnet.models import create_model, model_config
 from cifarnet.trainer import train
 
@@ -287,14 +287,27 @@ def test_cli_resume_wrong_architecture(tmp_path: Path, run_dir: Path) -> None:
     torch.save(ckpt, path)
     line = _cli_error(["train", "--resume", str(path), "--epochs", "2"])
     assert str(path) in line and "wrong architecture" in line
-    # a model override that does not fit the saved weights fails before data is loaded
+    # what the saved weights are bound to cannot be overridden; refused before data is loaded
     overrides = {
         "epochs": 2,
         "data_dir": str(tmp_path / "none"),
         "model_kwargs": {"widths": [4] * 4},
     }
-    with pytest.raises(CheckpointError, match="wrong architecture"):
+    with pytest.raises(ConfigError, match="--model-kwargs cannot change when resuming"):
         train(resume=run_dir / "last.pt", overrides=overrides)
+
+
+def test_cli_resume_cannot_change_model_or_dataset(run_dir: Path) -> None:
+    last = str(run_dir / "last.pt")
+    line = _cli_error(["train", "--resume", last, "--model", "resnet18", "--epochs", "3"])
+    assert "--model cannot change when resuming" in line and "start a new run" in line
+    line = _cli_error(["train", "--resume", last, "--dataset", "cifar10", "--epochs", "3"])
+    assert "--dataset cannot change when resuming" in line
+
+
+def test_cli_resume_from_a_run_folder_names_its_last_pt(run_dir: Path) -> None:
+    line = _cli_error(["train", "--resume", str(run_dir)])
+    assert f"is a folder; resume from the run's last.pt ({run_dir / 'last.pt'})" in line
 
 
 def test_cli_resume_from_best_pt(run_dir: Path) -> None:

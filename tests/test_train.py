@@ -12,6 +12,7 @@ import torch
 import cifarnet
 from cifarnet.checkpoint import FORMAT, load_checkpoint
 from cifarnet.config import TrainConfig
+from cifarnet.errors import ConfigError
 from cifarnet.metrics_log import COLUMNS
 from cifarnet.trainer import TrainCallbacks, train
 
@@ -206,6 +207,22 @@ def test_fastnet_run_resumes_with_its_stem_frozen(tiny_config: TrainConfig) -> N
     train(resume=run / "last.pt", overrides={"epochs": 2})
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2]
     assert torch.equal(load_checkpoint(run / "last.pt")["state_dict"]["whiten.weight"], stem)
+
+
+def test_subset_larger_than_the_training_split_is_refused(tiny_config: TrainConfig) -> None:
+    with pytest.raises(ConfigError, match="--subset 100000 is more than the"):
+        train(_short(tiny_config, subset=100_000))
+    assert not Path(tiny_config.runs_dir).exists()
+
+
+def test_a_relative_data_dir_is_stored_absolute(
+    tiny_config: TrainConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = Path(tiny_config.data_dir)
+    monkeypatch.chdir(data_dir.parent)
+    run = Path(train(_short(tiny_config, epochs=1, data_dir=data_dir.name))["run_dir"])
+    assert load_checkpoint(run / "best.pt")["train_config"]["data_dir"] == str(data_dir)
+    assert json.loads((run / "config.json").read_text())["data_dir"] == str(data_dir)
 
 
 def test_runs_never_overwrite_each_other(tiny_config: TrainConfig) -> None:
