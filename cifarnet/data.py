@@ -7,6 +7,7 @@ ops, never per image in Python: the PIL-per-image loader is what makes the refer
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
@@ -105,7 +106,22 @@ class CifarData:
 
     def info(self) -> dict[str, Any]:
         """What travels inside every checkpoint and export."""
-        return data_info(self.spec.name, self.classes, self.superclasses, self.fine_to_coarse)
+        return data_info(
+            self.spec.name,
+            self.classes,
+            self.superclasses,
+            self.fine_to_coarse,
+            train_fingerprint(self.train_images, self.train_labels),
+        )
+
+
+def train_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A short digest of a training split as loaded (every label, every 50th image): it tells
+    `evaluate --split val|train` whether the copy at hand is the one a run was split from (the
+    split is by position, so a copy in another order would put training images in "val")."""
+    digest = hashlib.sha256(labels.cpu().to(torch.int64).numpy().tobytes())
+    digest.update(images[::50].cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def data_info(
@@ -113,9 +129,11 @@ def data_info(
     classes: list[str],
     superclasses: list[str] | None,
     fine_to_coarse: list[int] | None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     spec = SPECS[dataset]
     return {
+        "train_fingerprint": fingerprint,
         "dataset": dataset,
         "mean": list(spec.mean),
         "std": list(spec.std),

@@ -17,7 +17,13 @@ from typing import Any
 import torch
 
 from cifarnet import metrics
-from cifarnet.data import BatchLoader, balanced_subset, load_dataset, stratified_split
+from cifarnet.data import (
+    BatchLoader,
+    balanced_subset,
+    load_dataset,
+    stratified_split,
+    train_fingerprint,
+)
 from cifarnet.data import get_spec as dataset_spec
 from cifarnet.engine import evaluate as run_evaluation
 from cifarnet.errors import ConfigError, DataError
@@ -205,6 +211,15 @@ def _split(
         )
     if split == "val" and info.val_size == 0:
         raise ConfigError(f"--split val: the run of {loaded.path} held out no validation images")
+    if info.train_fingerprint not in (
+        None,
+        train_fingerprint(data.train_images, data.train_labels),
+    ):
+        raise DataError(
+            f"--split {split}: {data.source} is not the copy of {info.dataset} that the run of "
+            f"{loaded.path} was split from (its training images or their order differ), so "
+            "the run's split cannot be rebuilt from it; use --split test"
+        )
     train_idx, val_idx = stratified_split(data.train_labels, info.val_size, info.seed)
     if split == "val":
         idx = val_idx

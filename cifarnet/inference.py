@@ -48,6 +48,7 @@ class ModelInfo:
     val_size: int | None = None
     seed: int | None = None
     subset: int | None = None  # the run trained on a class-balanced subset of this size
+    train_fingerprint: str | None = None  # data.train_fingerprint of the run's training data
     data_dir: str | None = field(default=None, compare=False)  # where the run found its data
 
     @property
@@ -86,6 +87,7 @@ class ModelInfo:
             val_size=train.get("val_size"),
             seed=train.get("seed"),
             subset=train.get("subset"),
+            train_fingerprint=data.get("train_fingerprint"),
             data_dir=train.get("data_dir"),
         )
 

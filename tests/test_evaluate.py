@@ -209,6 +209,18 @@ def test_val_and_train_splits_are_the_runs_own(run, cifar100_dir):
     assert val.top1 == pytest.approx(history["val_top1"].iloc[-1], abs=1e-6)
 
 
+def test_val_split_refuses_another_copy_of_the_data(run, tmp_path):
+    from conftest import write_cifar100
+
+    from cifarnet.errors import DataError
+    from cifarnet.evaluation import evaluate
+
+    write_cifar100(tmp_path, seed=1)  # same classes, other images in another order
+    with pytest.raises(DataError, match="is not the copy of cifar100 that the run of"):
+        evaluate(run / "best.pt", data_dir=tmp_path, split="val", device="cpu")
+    assert evaluate(run / "best.pt", data_dir=tmp_path, device="cpu").images == 200  # test
+
+
 def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
     from cifarnet.evaluation import evaluate
 
