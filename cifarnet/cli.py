@@ -134,7 +134,7 @@ def train(
         typer.Option(
             "--time",
             help="Wall-clock training budget in minutes; the lr schedule is "
-            "fitted to it and --epochs is ignored.",
+            "fitted to it, and --epochs only sets the warm-up's share (warmup_epochs / epochs).",
             show_default=False,
         ),
     ] = None,
@@ -299,7 +299,9 @@ def train(
         run_training(train_config, resume=resume, overrides=overrides, callbacks=callbacks)
 
 
-@app.command()
+@app.command(
+    epilog="Example: cifarnet models · then cifarnet train --model resnet18 (see train --help)"
+)
 def models() -> None:
     """List the registered models with their parameter counts."""
     from rich.table import Table
