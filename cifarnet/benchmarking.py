@@ -11,6 +11,7 @@ it as evaluate and predict do, with BatchNorm folded into the convolutions.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from collections.abc import Callable
@@ -22,11 +23,11 @@ import torch
 from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
 from cifarnet.data import get_spec
 from cifarnet.engine import train_step
-from cifarnet.errors import CheckpointError, ConfigError
+from cifarnet.errors import CheckpointError, ConfigError, DeviceError
 from cifarnet.inference import INPUT_NAME, ModelInfo, NormalizedModel, fold_batchnorm
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.outputs import check_new_files, write_csv
-from cifarnet.runtime import Runtime, cpu_has_native_bf16, resolve_device
+from cifarnet.runtime import Runtime, cpu_has_native_bf16, is_out_of_memory, resolve_device
 
 DEFAULT_MODEL = "resnet_reference"
 COLUMNS = [
@@ -92,8 +93,8 @@ def benchmark(
         raise ConfigError("give a checkpoint or --model, not both")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    if not seconds > 0:
-        raise ConfigError(f"--seconds must be positive, got {seconds!r}")
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"--seconds must be a positive number, got {seconds!r}")
     if out is not None:
         check_new_files([out], force)
     net, info, source, defaulted = _network(checkpoint, model)
@@ -112,7 +113,15 @@ def benchmark(
         # compile is slow to warm up: only at the fastest precision available
         for rt in runtimes[-1:] if compiled else runtimes:
             for mode in modes:
-                rows.append(_time_torch(base, rt, mode, batch_size, seconds, compiled, info))
+                try:
+                    rows.append(_time_torch(base, rt, mode, batch_size, seconds, compiled, info))
+                except RuntimeError as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    raise DeviceError(
+                        f"out of memory on {dev} at batch size {batch_size} ({mode}, "
+                        f"{rt.precision}); try a smaller --batch-size"
+                    ) from None
     if onnx:
         row = _time_onnx(base, info, batch_size, seconds, skipped)
         if row is not None:

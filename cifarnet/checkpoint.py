@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import os
 import pickle
 import re
@@ -89,7 +90,12 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
-    atomic_write(path, lambda f: torch.save(stamp(payload), f))
+    # serialised in memory first: torch.save reports a failed file write (a full disk) as a
+    # RuntimeError from its zip writer, while a plain write raises OSError, which atomic_write
+    # turns into one clear line
+    buffer = io.BytesIO()
+    torch.save(stamp(payload), buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -564,9 +564,13 @@ def benchmark(
     with handle_errors(debug):
         from cifarnet.benchmarking import benchmark as run_benchmark
         from cifarnet.cli_render import render_benchmark
+        from cifarnet.errors import CheckpointError
 
+        if checkpoint is None and model is None:
+            with contextlib.suppress(CheckpointError):  # no run: a fresh resnet_reference
+                checkpoint = _resolve_model(None)
         result = run_benchmark(
-            _resolve_model(checkpoint) if model is None else checkpoint,
+            checkpoint,
             model=model,
             device=device or "auto",
             batch_size=batch_size,

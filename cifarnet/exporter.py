@@ -201,9 +201,9 @@ def _require_onnx() -> None:
 
 def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None) -> bytes:
     """The model as a serialised ONNX graph with a dynamic batch axis and cifarnet metadata."""
+    _require_onnx()  # before importing onnx: a missing package is one line, not a traceback
     import onnx
 
-    _require_onnx()
     example = torch.rand(2, 3, info.image_size, info.image_size)
     try:
         with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir"):

@@ -175,6 +175,9 @@ def onnx_session(source: str | os.PathLike | bytes) -> Any:
     ort = require_onnxruntime()
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    # as many threads as torch uses (OMP_NUM_THREADS or the core count), so that ONNX and
+    # PyTorch numbers compare like with like; onnxruntime's own default may add a thread
+    options.intra_op_num_threads = torch.get_num_threads()
     try:
         model = source if isinstance(source, bytes) else str(source)
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

@@ -17,14 +17,23 @@ def plot_history(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
 
     df = pd.DataFrame(rows)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
-    ax_loss.plot(df["epoch"], df["train_loss"], label="train")
-    ax_loss.plot(df["epoch"], df["val_loss"], label="validation")
+    # markers, so that a one-epoch run still shows its points
+    marker = "o" if len(df) <= 30 else None
+    series = [
+        (ax_loss, "train_loss", "train", "-"),
+        (ax_loss, "val_loss", "validation", "-"),
+        (ax_acc, "train_top1", "train top-1", "-"),
+        (ax_acc, "val_top1", "validation top-1", "-"),
+        (ax_acc, "val_top5", "validation top-5", "--"),
+    ]
+    for ax, column, label, style in series:
+        values = pd.to_numeric(df[column], errors="coerce")
+        if values.notna().any():  # no validation split: no validation lines in the legend
+            ax.plot(df["epoch"], values, label=label, linestyle=style, marker=marker, markersize=3)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
-    ax_acc.plot(df["epoch"], df["train_top1"], label="train top-1")
-    ax_acc.plot(df["epoch"], df["val_top1"], label="validation top-1")
-    ax_acc.plot(df["epoch"], df["val_top5"], label="validation top-5", linestyle="--")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -109,6 +109,16 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(dev, prec, channels_last)
 
 
+def is_out_of_memory(exc: RuntimeError) -> bool:
+    """CUDA raises torch.OutOfMemoryError; the CPU and MPS allocators a plain RuntimeError."""
+    text = str(exc)
+    return (
+        isinstance(exc, torch.OutOfMemoryError)
+        or "can't allocate memory" in text
+        or "out of memory" in text
+    )
+
+
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     import random
 

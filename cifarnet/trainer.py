@@ -51,12 +51,13 @@ from cifarnet.errors import (
 from cifarnet.metrics_log import MetricsLog
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.models.resnet import zero_init_residual
-from cifarnet.runtime import Runtime, resolve_runtime, seed_everything
+from cifarnet.runtime import Runtime, is_out_of_memory, resolve_runtime, seed_everything
 from cifarnet.schedule import lr_factor
 
 MAX_WARMUP_FRACTION = 0.2
-# What the saved weights and optimizer state are bound to: a resumed run keeps them.
-FIXED_ON_RESUME = ("dataset", "model", "model_kwargs")
+# What a resumed run keeps: the saved weights and optimizer state are bound to the network, and
+# the validation split (and the subset trained on) to the data the run has already seen.
+FIXED_ON_RESUME = ("dataset", "model", "model_kwargs", "val_size", "seed", "subset")
 
 
 class TrainCallbacks:
@@ -240,8 +241,8 @@ class Trainer:
         for name in FIXED_ON_RESUME:
             if name in overrides and overrides[name] != saved.get(name):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} cannot change when resuming ({path} trains "
-                    f"{saved.get(name)!r}); start a new run instead"
+                    f"--{name.replace('_', '-')} cannot change when resuming ({path} was "
+                    f"started with {saved.get(name)!r}); start a new run instead"
                 )
         config = TrainConfig.from_dict(values, source=str(path))
         if (
@@ -484,7 +485,7 @@ class Trainer:
                     self.forward_model, x, y, self.optimizer, rt, c.label_smoothing, self.scaler
                 )
             except RuntimeError as exc:
-                if not _is_out_of_memory(exc):
+                if not is_out_of_memory(exc):
                     raise
                 raise DeviceError(
                     f"out of memory on {rt.device} at batch size {c.batch_size}; "
@@ -595,7 +596,7 @@ class Trainer:
         try:
             return evaluate(self.eval_forward, loader.batches(), self.runtime, keep_logits)
         except RuntimeError as exc:
-            if not _is_out_of_memory(exc):
+            if not is_out_of_memory(exc):
                 raise
             raise DeviceError(
                 f"out of memory on {self.runtime.device} while evaluating batches of "
@@ -766,16 +767,6 @@ class Trainer:
         self._write_plot()
         self.callbacks.on_end(summary)
         return summary
-
-
-def _is_out_of_memory(exc: RuntimeError) -> bool:
-    """CUDA raises torch.OutOfMemoryError; the CPU and MPS allocators a plain RuntimeError."""
-    text = str(exc)
-    return (
-        isinstance(exc, torch.OutOfMemoryError)
-        or "can't allocate memory" in text
-        or "out of memory" in text
-    )
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

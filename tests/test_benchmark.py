@@ -69,12 +69,64 @@ def test_no_native_bf16_skips_that_row_and_says_why(run, monkeypatch):
     assert result.model == "resnet" and result.parameters > 0
 
 
+def test_missing_onnx_package_skips_the_onnx_row_and_says_how_to_install(run, monkeypatch):
+    import sys
+
+    from cifarnet.benchmarking import benchmark
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if `pip install cifarnet[onnx]` was not run
+    result = benchmark(run / "best.pt", device="cpu", batch_size=2, seconds=0.01, train=False)
+    assert [r.runtime for r in result.rows] == ["eager"] * len(result.rows)
+    assert any("onnxruntime:" in s and "pip install" in s for s in result.skipped)
+
+
+def test_out_of_memory_is_one_line(run, monkeypatch):
+    import cifarnet.benchmarking
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
+
+    monkeypatch.setattr(cifarnet.benchmarking, "_time_torch", no_memory)
+    args = [str(run / "best.pt"), "--device", "cpu", "--batch-size", "100000000"]
+    result = runner.invoke(app, ["benchmark", *args])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "out of memory on cpu at batch size 100000000" in result.stderr
+
+
+def test_no_run_benchmarks_a_fresh_reference_network(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["--device", "cpu", "--batch-size", "2", "--seconds", "0.01", "--no-train", "--no-onnx"]
+    result = runner.invoke(app, ["benchmark", *args])
+    assert result.exit_code == 0, result.output
+    assert "resnet_reference" in result.stdout and "using" not in result.output
+
+
+def test_onnxruntime_uses_as_many_threads_as_torch(run):
+    import torch
+
+    from cifarnet.checkpoint import load_checkpoint, load_model
+    from cifarnet.exporter import onnx_bytes
+    from cifarnet.inference import ModelInfo, NormalizedModel, onnx_session
+
+    ckpt = load_checkpoint(run / "best.pt")
+    info = ModelInfo.from_checkpoint(ckpt)
+    net = NormalizedModel(load_model(ckpt, run / "best.pt"), info.mean, info.std).eval()
+    graph = onnx_bytes(net, info)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert onnx_session(graph).get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["x.pt", "--model", "resnet18"], "give a checkpoint or --model, not both"),
         (["--model", "resnet9000"], "unknown model 'resnet9000'"),
-        (["--model", "resnet18", "--seconds", "0"], "--seconds must be positive"),
+        (["--model", "resnet18", "--seconds", "0"], "--seconds must be a positive number"),
+        (["--model", "resnet18", "--seconds", "inf"], "--seconds must be a positive number"),
         (["model.onnx"], "benchmark takes a checkpoint (.pt)"),
     ],
 )

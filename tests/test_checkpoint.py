@@ -117,6 +117,35 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path) -> None:
     assert path.read_bytes() == before and _leftovers(tmp_path) == []
 
 
+def test_disk_full_while_saving_a_checkpoint_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "last.pt"
+    save_checkpoint(_payload(), path)
+    before = path.read_bytes()
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.f.close()
+
+        def write(self, data) -> int:
+            self.f.write(bytes(data)[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    with pytest.raises(OutputError) as err:
+        save_checkpoint(_payload(), path)
+    assert "No space left on device" in _one_line_error(err, path)
+    assert path.read_bytes() == before and _leftovers(tmp_path) == []
+
+
 def test_interrupt_during_write_keeps_the_previous_file(tmp_path: Path) -> None:
     path = tmp_path / "last.pt"
     save_checkpoint(_payload(), path)
@@ -303,6 +332,9 @@ def test_cli_resume_cannot_change_model_or_dataset(run_dir: Path) -> None:
     assert "--model cannot change when resuming" in line and "start a new run" in line
     line = _cli_error(["train", "--resume", last, "--dataset", "cifar10", "--epochs", "3"])
     assert "--dataset cannot change when resuming" in line
+    # the validation split too: its images may already have been trained on
+    line = _cli_error(["train", "--resume", last, "--val-size", "50", "--epochs", "3"])
+    assert "--val-size cannot change when resuming" in line and "was started with" in line
 
 
 def test_cli_resume_from_a_run_folder_names_its_last_pt(run_dir: Path) -> None:

@@ -285,3 +285,24 @@ def test_cifar10_through_the_public_api(cifar10_dir: Path, tmp_path: Path) -> No
     assert best["model"]["num_classes"] == 10 and best["data"]["dataset"] == "cifar10"
     assert best["state_dict"]["fc_layer.weight"].shape == (10, 16)
     assert best["data"]["superclasses"] is None
+
+
+def test_plot_of_one_epoch_without_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+
+    from cifarnet.plots import plot_history
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    nan = float("nan")
+    row = {"epoch": 1, "train_loss": 4.2, "train_top1": 3.0}
+    plot_history([{**row, "val_loss": nan, "val_top1": nan, "val_top5": nan}], tmp_path / "r.png")
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loss, accuracy = figures[0].axes
+    assert [line.get_label() for line in loss.get_lines()] == ["train"]  # no empty val lines
+    assert [line.get_label() for line in accuracy.get_lines()] == ["train top-1"]
+    assert loss.get_lines()[0].get_marker() == "o"  # a single point is still drawn
+    monkeypatch.undo()
+    plt.close(figures[0])
