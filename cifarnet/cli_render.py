@@ -68,6 +68,12 @@ def render_evaluation(console: Console, r: Evaluation) -> None:
         console.print(pairs)
 
 
+def _shown_path(path: str) -> str:
+    """A path as the terminal can print it: bytes that are not UTF-8 (held by Python as
+    surrogates, which a UTF-8 stream refuses) shown as U+FFFD; the CSV keeps the real bytes."""
+    return escape(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+
+
 def render_predictions(console: Console, r: Predictions) -> None:
     table = Table(title=f"{escape(r.model)}: top-{r.topk} ({r.resize} to 32x32)")
     table.add_column("path", overflow="fold")
@@ -83,7 +89,7 @@ def render_predictions(console: Console, r: Predictions) -> None:
                 for name, q in zip(p.labels[1:], p.probabilities[1:], strict=True)
             )
             table.add_row(
-                escape(p.path),
+                _shown_path(p.path),
                 escape(p.labels[0]),
                 escape(p.superclass or ""),
                 f"{100 * p.probabilities[0]:.1f}%",
@@ -91,7 +97,7 @@ def render_predictions(console: Console, r: Predictions) -> None:
                 "",
             )
         else:
-            table.add_row(escape(p.path), "", "", "", "", escape(p.error))
+            table.add_row(_shown_path(p.path), "", "", "", "", escape(p.error))
     console.print(table)
     if len(r.items) > PREDICTION_ROWS_SHOWN:
         console.print(

@@ -7,6 +7,7 @@ ops, never per image in Python: the PIL-per-image loader is what makes the refer
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -184,7 +185,13 @@ def load_dataset(
             raise DataError(_missing_message(spec, root, "downloads are off"))
         source = _download(spec, root)
     files = _read_files(spec, source)
-    return _build(spec, source, files)
+    try:
+        return _build(spec, source, files)
+    except (TypeError, ValueError, IndexError) as exc:  # a well-formed pickle of odd contents
+        raise DataError(
+            f"{source}: its label or name lists are malformed ({type(exc).__name__}: {exc}); "
+            "it is not an intact CIFAR copy"
+        ) from None
 
 
 def _missing_message(spec: DatasetSpec, root: Path, why: str) -> str:
@@ -200,6 +207,7 @@ def _download(spec: DatasetSpec, root: Path) -> Path:
     taken for a complete archive."""
     from torchvision.datasets.utils import check_integrity, download_url
 
+    made = [p for p in (root, *root.parents) if not p.exists()]  # to remove if it fails
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
@@ -211,10 +219,19 @@ def _download(spec: DatasetSpec, root: Path) -> Path:
             os.replace(part, final)
             return final
     except DataError:
+        _remove_empty(made)
         raise
     except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError)
+        _remove_empty(made)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(_missing_message(spec, root, f"download failed: {reason}")) from None
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created (deepest first), as long as empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 class _ArrayUnpickler(pickle.Unpickler):

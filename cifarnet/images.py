@@ -34,8 +34,10 @@ over twice the limit instead of Pillow's exception. Truncated files are errors t
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
+import stat
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -95,6 +97,45 @@ def _walk_images(folder: str) -> list[str]:
     return sorted(found, key=lambda p: Path(p).parts)
 
 
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, except that ``**`` does not descend into
+    symlinked folders (as the folder walk does not): a link back up the tree would repeat every
+    file below it, or never end. Hidden names match only a pattern part starting with "."."""
+    parts = pattern.split(os.sep)
+    first_magic = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))
+    if "**" not in parts[first_magic:]:
+        return glob.glob(pattern)
+    # the literal folder before the first wildcard: "." for "**/x", "/" for "/**/x"
+    root = (os.sep.join(parts[:first_magic]) or os.sep) if first_magic else "."
+    wanted = parts[first_magic:]
+    found = []
+    for folder, dirs, files in os.walk(root):  # followlinks=False: symlinked folders not entered
+        rel = os.path.relpath(folder, root)
+        prefix = [] if rel == "." else rel.split(os.sep)
+        linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        for name in [d for d in dirs if d not in linked] + files:
+            if _matches(wanted, [*prefix, name]):
+                path = os.path.join(folder, name)
+                found.append(path[2:] if root == "." and path.startswith("./") else path)
+    return found
+
+
+def _matches(pattern: list[str], parts: list[str]) -> bool:
+    """Whether path parts match pattern parts; ``**`` matches zero or more non-hidden parts."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        for skip in range(len(parts) + 1):
+            if _matches(pattern[1:], parts[skip:]):
+                return True
+            if skip < len(parts) and parts[skip].startswith("."):
+                return False
+        return False
+    if not parts or (parts[0].startswith(".") and not pattern[0].startswith(".")):
+        return False
+    return fnmatch.fnmatchcase(parts[0], pattern[0]) and _matches(pattern[1:], parts[1:])
+
+
 def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
     """Expand files, folders and glob patterns into image paths.
 
@@ -110,7 +151,7 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
     seen: set[str] = set()
 
     def add(path: str) -> None:
-        key = os.path.normcase(os.path.abspath(path))
+        key = os.path.normcase(os.path.realpath(path))  # one file named by two routes: once
         if key not in seen:
             seen.add(key)
             paths.append(path)
@@ -124,7 +165,7 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
             # Also broken links and special files: load_image reports what is wrong.
             found = [source]
         else:
-            matches = sorted(glob.glob(source, recursive=True))
+            matches = sorted(_glob(source))
             if not matches:
                 problems.append(f"no such file, folder or matching pattern: {source}")
                 continue
@@ -223,6 +264,11 @@ def load_image(path: str, size: int = 32, resize: str = "stretch") -> ImageResul
     """
     _check_args(size, resize)
     try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            return ImageResult(path, None, "is a folder, not a file")
+        if not stat.S_ISREG(mode):  # reading a FIFO or a device could block or never end
+            return ImageResult(path, None, "not a regular file (a pipe, socket or device)")
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size == 0:
                 return ImageResult(path, None, "empty file")

@@ -34,12 +34,14 @@ def write_csv(
     path: str | os.PathLike,
     columns: list[str] | None = None,
 ) -> None:
-    """A CSV (pandas, no index) from rows or from columns, written atomically."""
+    """A CSV (pandas, no index) from rows or from columns, written atomically, in UTF-8. A file
+    name that is not valid UTF-8 (Python holds its bytes as surrogates) is written as its
+    original bytes, so the row still names the file."""
     import pandas as pd
 
     buffer = io.StringIO()
     pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
-    write_bytes(path, buffer.getvalue().encode())
+    write_bytes(path, buffer.getvalue().encode("utf-8", errors="surrogateescape"))
 
 
 def make_parent(path: Path) -> None:

@@ -99,6 +99,24 @@ def test_truncated_pickle_names_the_file(tmp_path: Path) -> None:
     assert f"{folder / 'train'} is not a readable CIFAR pickle" in _error(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("file", "key", "value"),
+    [("train", "fine_labels", 5), ("train", "fine_labels", None), ("meta", "fine_label_names", 5)],
+)
+def test_malformed_label_lists_are_one_data_error(
+    tmp_path: Path, file: str, key: str, value: object
+) -> None:
+    import pickle
+
+    folder = _fresh(tmp_path)
+    with open(folder / file, "rb") as f:
+        content = pickle.load(f, encoding="latin1")
+    content[key] = value
+    with open(folder / file, "wb") as f:
+        pickle.dump(content, f, protocol=2)
+    assert "it is not an intact CIFAR copy" in _error(tmp_path)
+
+
 def test_empty_and_garbage_files_name_the_file(tmp_path: Path) -> None:
     folder = _fresh(tmp_path)
     (folder / "test").write_bytes(b"")

@@ -268,6 +268,21 @@ def test_expand_removes_duplicates_keeping_first(tree):
     assert problems == []
 
 
+def test_recursive_glob_does_not_follow_symlinked_folders(tree):
+    os.symlink("..", tree / "imgs" / "sub" / "up")  # a loop back up the tree
+    os.symlink("sub", tree / "imgs" / "again")  # the same files by a second route
+    paths, problems = expand_sources(["imgs/**"])
+    assert paths == [
+        os.path.join("imgs", "a.JPG"),
+        os.path.join("imgs", "b.png"),
+        os.path.join("imgs", "sub", "c.jpeg"),
+        os.path.join("imgs", "sub", "deeper", "D.TIFF"),
+    ]
+    assert problems == []
+    # by its real path, a file named by two routes is one input
+    assert expand_sources(["imgs/again/c.jpeg", "imgs/sub/c.jpeg"])[0] == ["imgs/again/c.jpeg"]
+
+
 def test_expand_keeps_named_file_with_any_suffix(tree):
     paths, problems = expand_sources(["imgs/notes.txt", "imgs/.hidden.png"])
     assert paths == ["imgs/notes.txt", "imgs/.hidden.png"]
@@ -307,6 +322,13 @@ def test_bad_content_is_an_error(tmp_path, content, expected):
 def test_folder_and_missing_file_are_errors(tmp_path):
     assert load_image(str(tmp_path)).error == "is a folder, not a file"
     assert load_image(str(tmp_path / "gone.png")).error == "no such file"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_named_pipe_is_an_error_not_a_hang(tmp_path):
+    os.mkfifo(tmp_path / "pipe.png")  # opening it for reading would wait for a writer forever
+    result = load_image(str(tmp_path / "pipe.png"))
+    assert result.error == "not a regular file (a pipe, socket or device)"
 
 
 def test_permission_denied_is_an_error(tmp_path, monkeypatch):

@@ -155,6 +155,17 @@ def test_all_good_exits_zero_and_refuses_to_overwrite(run, photos, tmp_path):
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
 
 
+def test_a_file_name_that_is_not_utf8_still_gets_its_row(run, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not valid UTF-8
+    _save(folder / name, Image.new("RGB", (8, 8), (200, 30, 30)))
+    out = tmp_path / "p.csv"
+    result = runner.invoke(app, ["predict", str(folder), *_args(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert b"caf\xe9.png" in out.read_bytes()  # the row names the file by its own bytes
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -437,15 +437,24 @@ def test_unwritable_runs_dir_is_an_output_error(tmp_path: Path) -> None:
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
     tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_save = torch.save
+    import cifarnet.checkpoint as checkpoint_mod
 
-    def full_at_epoch_2(obj, f, *args, **kwargs):
-        if obj.get("kind") == "last" and obj["progress"]["epoch"] == 2:
-            f.write(b"PK\x03\x04 half a checkpoint")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
+    real_write = checkpoint_mod.atomic_write
+    lasts = []
 
-    monkeypatch.setattr(torch, "save", full_at_epoch_2)
+    def full_at_epoch_2(path, write, check=None):
+        if Path(path).name == "last.pt":
+            lasts.append(path)
+            if len(lasts) == 2:  # the disk fills half-way through epoch 2's last.pt
+
+                def half(f) -> None:
+                    f.write(b"PK\x03\x04 half a checkpoint")
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+                return real_write(path, half, check)
+        return real_write(path, write, check)
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_write", full_at_epoch_2)
     keep = KeepLast()
     with pytest.raises(OutputError) as err:
         train(_fast(tiny_config, epochs=3), callbacks=keep)
@@ -454,7 +463,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
     assert "unchanged" in str(err.value)
     assert last.read_bytes() == keep.saved[1]
     assert not [p for p in keep.run.iterdir() if p.name.endswith(".tmp")]
-    monkeypatch.setattr(torch, "save", real_save)
+    monkeypatch.setattr(checkpoint_mod, "atomic_write", real_write)
     train(resume=last, overrides={"epochs": 2})
     assert _epochs(keep.run) == [1, 2]
 
@@ -525,6 +534,10 @@ def test_interrupted_download_is_never_taken_for_complete(
         load_dataset("cifar100", tmp_path, download=True)
     assert str(tmp_path) in str(err.value)
     assert list(tmp_path.iterdir()) == []  # no archive under its final name, no leftovers
+    # folders the failed download created are not left behind either
+    with pytest.raises(DataError, match="download failed"):
+        load_dataset("cifar100", tmp_path / "new" / "data", download=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_short_download_fails_its_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
