@@ -223,14 +223,18 @@ def tree(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+# every image of `tree`, in the order a folder walk gives them (hidden files skipped)
+TREE_IMAGES = [
+    os.path.join("imgs", "a.JPG"),
+    os.path.join("imgs", "b.png"),
+    os.path.join("imgs", "sub", "c.jpeg"),
+    os.path.join("imgs", "sub", "deeper", "D.TIFF"),
+]
+
+
 def test_expand_folder_recursive_sorted_filtered(tree):
     paths, problems = expand_sources(["imgs"])
-    assert paths == [
-        os.path.join("imgs", "a.JPG"),
-        os.path.join("imgs", "b.png"),
-        os.path.join("imgs", "sub", "c.jpeg"),
-        os.path.join("imgs", "sub", "deeper", "D.TIFF"),
-    ]
+    assert paths == TREE_IMAGES
     assert problems == []
 
 
@@ -272,12 +276,7 @@ def test_recursive_glob_does_not_follow_symlinked_folders(tree):
     os.symlink("..", tree / "imgs" / "sub" / "up")  # a loop back up the tree
     os.symlink("sub", tree / "imgs" / "again")  # the same files by a second route
     paths, problems = expand_sources(["imgs/**"])
-    assert paths == [
-        os.path.join("imgs", "a.JPG"),
-        os.path.join("imgs", "b.png"),
-        os.path.join("imgs", "sub", "c.jpeg"),
-        os.path.join("imgs", "sub", "deeper", "D.TIFF"),
-    ]
+    assert paths == TREE_IMAGES
     assert problems == []
     # by its real path, a file named by two routes is one input
     assert expand_sources(["imgs/again/c.jpeg", "imgs/sub/c.jpeg"])[0] == ["imgs/again/c.jpeg"]
