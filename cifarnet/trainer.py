@@ -357,10 +357,11 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.plateau is not None and ckpt.get("scheduler"):
             self.plateau.load_state_dict(ckpt["scheduler"])
-            run_lr = ckpt["train_config"]["lr"]
-            for group in self.optimizer.param_groups:
-                # checkpoints written before plateau_factor existed hold the cuts in "lr" alone
-                group.setdefault("plateau_factor", group["lr"] / (run_lr * group["lr_scale"]))
+            # checkpoints written before plateau_factor existed hold the cuts in "lr" alone
+            groups = self.optimizer.param_groups
+            factor = groups[0]["lr"] / ckpt["train_config"]["lr"]
+            for group in groups:
+                group.setdefault("plateau_factor", factor)
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None and ckpt.get("ema_state_dict"):
@@ -434,11 +435,15 @@ class Trainer:
         warm-up value), and its cut is kept as the group's plateau_factor, which the optimizer's
         state (and so every checkpoint) carries."""
         assert self.plateau is not None
-        for group in self.optimizer.param_groups:
+        groups = self.optimizer.param_groups
+        for group in groups:
             group["lr"] = self._peak_lr(group)
         self.plateau.step(error)
-        for group in self.optimizer.param_groups:
-            group["plateau_factor"] = group["lr"] / (self.config.lr * group["lr_scale"])
+        # the cut is the same for every group; read it off the main one (lr_scale 1, while
+        # bias_lr_scale may be 0)
+        factor = groups[0]["lr"] / self.config.lr
+        for group in groups:
+            group["plateau_factor"] = factor
 
     def _warmup_fraction(self) -> float:
         """warmup_epochs as a share of the run, at most MAX_WARMUP_FRACTION: a short run (say 3

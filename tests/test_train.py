@@ -180,6 +180,11 @@ def test_plateau_schedule_warms_up_and_scales_the_bias_lr(tiny_config: TrainConf
     assert _group_lrs(run) == pytest.approx([0.1, 0.4])
 
 
+def test_plateau_schedule_with_frozen_norm_and_bias_lr(tiny_config: TrainConfig) -> None:
+    run = Path(train(_plateau(tiny_config, epochs=2, bias_lr_scale=0.0))["run_dir"])
+    assert _group_lrs(run) == pytest.approx([0.1, 0.0])
+
+
 def test_plateau_cut_of_an_older_checkpoint_survives_resume(tiny_config: TrainConfig) -> None:
     run = Path(train(_plateau(tiny_config, epochs=1, warmup_epochs=0.0))["run_dir"])
     ckpt = load_checkpoint(run / "last.pt")
