@@ -154,7 +154,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "plateau_patience"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{_flag(name)} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
         if not _positive_number(self.lr):
             raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
         if self.time_minutes is not None and not _positive_number(self.time_minutes):
@@ -164,11 +164,11 @@ class TrainConfig:
         for name in ("momentum", "label_smoothing", "ema_decay"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
-                raise ConfigError(f"{_flag(name)} must be in [0, 1), got {value!r}")
+                raise ConfigError(f"{flag_name(name)} must be in [0, 1), got {value!r}")
         for name in ("weight_decay", "warmup_epochs", "bias_lr_scale"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{_flag(name)} must be >= 0, got {value!r}")
+                raise ConfigError(f"{flag_name(name)} must be >= 0, got {value!r}")
         if not isinstance(self.resize_from, int) or not 16 <= self.resize_from <= 32:
             raise ConfigError(
                 f"--resize-from must be an integer in 16..32, got {self.resize_from!r}"
@@ -176,7 +176,7 @@ class TrainConfig:
         for name in ("val_size", "crop_padding", "cutout"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{_flag(name)} must be an integer >= 0, got {value!r}")
+                raise ConfigError(f"{flag_name(name)} must be an integer >= 0, got {value!r}")
         if self.cutout > IMAGE_SIZE:
             raise ConfigError(
                 f"--cutout must be at most {IMAGE_SIZE} (the image side), got {self.cutout}"
@@ -296,10 +296,16 @@ def _positive_number(value: Any) -> bool:
 
 # Settings whose flag is not --<name>, and settings without a flag (set in a --config file).
 _FLAGS = {"ema_decay": "--ema", "time_minutes": "--time"}
-_FILE_ONLY = ("eval_batch_size", "plateau_patience", "bias_lr_scale", "crop_padding")
+_FILE_ONLY = (
+    "eval_batch_size",
+    "plateau_patience",
+    "bias_lr_scale",
+    "crop_padding",
+    "model_kwargs",
+)
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
     """How the user sets `name`: its flag, or the config file's key."""
     if name in _FILE_ONLY:
         return f"{name} (config file)"

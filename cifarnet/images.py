@@ -101,6 +101,8 @@ def _glob(pattern: str) -> list[str]:
     """``glob.glob(pattern, recursive=True)``, except that ``**`` does not descend into
     symlinked folders (as the folder walk does not): a link back up the tree would repeat every
     file below it, or never end. Hidden names match only a pattern part starting with "."."""
+    if pattern.endswith(os.sep) and pattern.rstrip(os.sep):  # "x/**/": the folders only
+        return [p for p in _glob(pattern.rstrip(os.sep)) if os.path.isdir(p)]
     parts = pattern.split(os.sep)
     first_magic = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))
     if "**" not in parts[first_magic:]:
@@ -151,7 +153,9 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
     seen: set[str] = set()
 
     def add(path: str) -> None:
-        key = os.path.normcase(os.path.realpath(path))  # one file named by two routes: once
+        # by absolute path, not real path: names that link to one blob (a Hugging Face or DVC
+        # cache) are inputs of their own
+        key = os.path.normcase(os.path.abspath(path))
         if key not in seen:
             seen.add(key)
             paths.append(path)

@@ -44,7 +44,8 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
-def _device(spec: str) -> torch.device:
+def _device(spec: str | torch.device) -> torch.device:
+    spec = str(spec)  # the Python API may pass a torch.device
     check_device(spec)  # a typo gets one clear line, not torch's device-string parser error
     if spec == "auto":
         if torch.cuda.is_available():

@@ -28,7 +28,7 @@ from cifarnet.checkpoint import (
     save_checkpoint,
     versions,
 )
-from cifarnet.config import TrainConfig, resolve_config
+from cifarnet.config import TrainConfig, flag_name, resolve_config
 from cifarnet.data import (
     Augment,
     BatchLoader,
@@ -241,7 +241,7 @@ class Trainer:
         for name in FIXED_ON_RESUME:
             if name in overrides and overrides[name] != saved.get(name):
                 raise ConfigError(
-                    f"--{name.replace('_', '-')} cannot change when resuming ({path} was "
+                    f"{flag_name(name)} cannot change when resuming ({path} was "
                     f"started with {saved.get(name)!r}); start a new run instead"
                 )
         config = TrainConfig.from_dict(values, source=str(path))
@@ -792,6 +792,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
         ]
     for group in groups:
         group["lr"] = config.lr * group["lr_scale"]
+        # the plateau schedule's cuts so far; in every group from the start, so that any
+        # last.pt (even one saved mid-warm-up) carries it and only older files are migrated
+        group["plateau_factor"] = 1.0
     return torch.optim.SGD(
         groups,
         lr=config.lr,

@@ -322,7 +322,7 @@ def test_cli_resume_wrong_architecture(tmp_path: Path, run_dir: Path) -> None:
         "data_dir": str(tmp_path / "none"),
         "model_kwargs": {"widths": [4] * 4},
     }
-    with pytest.raises(ConfigError, match="--model-kwargs cannot change when resuming"):
+    with pytest.raises(ConfigError, match=r"model_kwargs \(config file\) cannot change when"):
         train(resume=run_dir / "last.pt", overrides=overrides)
 
 

@@ -221,6 +221,13 @@ def test_val_split_refuses_another_copy_of_the_data(run, tmp_path):
     assert evaluate(run / "best.pt", data_dir=tmp_path, device="cpu").images == 200  # test
 
 
+def test_python_api_takes_a_torch_device(run, cifar100_dir):
+    from cifarnet.evaluation import evaluate
+
+    result = evaluate(run / "best.pt", data_dir=cifar100_dir, device=torch.device("cpu"))
+    assert (result.images, result.device) == (200, "cpu")
+
+
 def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
     from cifarnet.evaluation import evaluate
 

@@ -278,8 +278,14 @@ def test_recursive_glob_does_not_follow_symlinked_folders(tree):
     paths, problems = expand_sources(["imgs/**"])
     assert paths == TREE_IMAGES
     assert problems == []
-    # by its real path, a file named by two routes is one input
-    assert expand_sources(["imgs/again/c.jpeg", "imgs/sub/c.jpeg"])[0] == ["imgs/again/c.jpeg"]
+    # a trailing slash asks for the folders, which are then searched
+    assert expand_sources(["imgs/**/"])[0] == TREE_IMAGES[2:]
+    # names that link to one file (a blob store) are inputs of their own
+    os.symlink("c.jpeg", tree / "imgs" / "sub" / "link.jpeg")
+    assert expand_sources(["imgs/sub/c.jpeg", "imgs/sub/link.jpeg"])[0] == [
+        "imgs/sub/c.jpeg",
+        "imgs/sub/link.jpeg",
+    ]
 
 
 def test_expand_keeps_named_file_with_any_suffix(tree):

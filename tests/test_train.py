@@ -180,6 +180,28 @@ def test_plateau_schedule_warms_up_and_scales_the_bias_lr(tiny_config: TrainConf
     assert _group_lrs(run) == pytest.approx([0.1, 0.4])
 
 
+def test_plateau_run_stopped_during_warm_up_resumes_to_the_peak_lr(
+    tiny_config: TrainConfig,
+) -> None:
+    import signal
+
+    from cifarnet.errors import TrainingInterrupted
+
+    class CtrlCAfterFirstStep(TrainCallbacks):
+        def on_step(self, step: int, steps: int, stats: dict) -> None:
+            if step == 1:
+                signal.raise_signal(signal.SIGINT)  # handled by the trainer: saves last.pt
+
+    config = _plateau(tiny_config, epochs=5, warmup_epochs=1.0)
+    with pytest.raises(TrainingInterrupted):
+        train(config, callbacks=CtrlCAfterFirstStep())
+    log = LrLog()
+    train(resume=Path(config.runs_dir) / "train" / "last.pt", callbacks=log)
+    # the rest of the warm-up, then the peak: the warm-up lr saved mid-epoch is not a cut
+    assert log.lrs == pytest.approx([0.05] + [0.1] * 8)
+    assert _group_lrs(Path(config.runs_dir) / "train") == pytest.approx([0.1, 0.4])
+
+
 def test_plateau_schedule_with_frozen_norm_and_bias_lr(tiny_config: TrainConfig) -> None:
     run = Path(train(_plateau(tiny_config, epochs=2, bias_lr_scale=0.0))["run_dir"])
     assert _group_lrs(run) == pytest.approx([0.1, 0.0])
