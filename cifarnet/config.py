@@ -169,7 +169,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {value!r}")
-        if not isinstance(self.resize_from, int) or not 16 <= self.resize_from <= 32:
+        if not isinstance(self.resize_from, int) or not 16 <= self.resize_from <= IMAGE_SIZE:
             raise ConfigError(
                 f"--resize-from must be an integer in 16..32, got {self.resize_from!r}"
             )

@@ -28,7 +28,7 @@ from cifarnet.data import get_spec as dataset_spec
 from cifarnet.engine import evaluate as run_evaluation
 from cifarnet.errors import ConfigError, DataError
 from cifarnet.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
-from cifarnet.outputs import check_new_files, write_bytes, write_csv
+from cifarnet.outputs import check_csv_name, check_new_files, write_bytes, write_csv
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = [
@@ -140,8 +140,7 @@ def output_paths(out: str | os.PathLike) -> list[Path]:
     """results.csv -> [results.csv, results_per_class.csv, results_confusion.csv,
     results_confusion.png]."""
     out = Path(out)
-    if out.suffix.lower() != ".csv":
-        raise ConfigError(f"--out {out}: give a .csv file name (e.g. results.csv)")
+    check_csv_name(out, "results.csv")
     stem = out.with_suffix("")
     return [
         out,

@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.checkpoint import atomic_write
-from cifarnet.errors import OutputError
+from cifarnet.errors import ConfigError, OutputError
+
+
+def check_csv_name(out: str | os.PathLike, example: str) -> None:
+    """Refuse (ConfigError) an --out that does not name a .csv file; `example` is shown."""
+    if Path(out).suffix.lower() != ".csv":
+        raise ConfigError(f"--out {out}: give a .csv file name (e.g. {example})")
 
 
 def check_new_files(paths: Sequence[str | os.PathLike], force: bool) -> None:

@@ -21,7 +21,7 @@ import torch
 from cifarnet.errors import ConfigError
 from cifarnet.images import RESIZE_POLICIES, ImageResult, expand_sources, load_images
 from cifarnet.inference import LoadedModel, load_inference_model
-from cifarnet.outputs import check_new_files, write_csv
+from cifarnet.outputs import check_csv_name, check_new_files, write_csv
 
 COLUMNS = ["path", "label", "superclass", "probability", "topk", "error"]
 
@@ -105,8 +105,7 @@ def predict(
     if not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"--workers must be 0 (automatic) or more, got {workers!r}")
     if out is not None:
-        if Path(out).suffix.lower() != ".csv":
-            raise ConfigError(f"--out {out}: give a .csv file name (e.g. predictions.csv)")
+        check_csv_name(out, "predictions.csv")
         check_new_files([out], force)
     loaded = load_inference_model(model, device, precision)
     k = min(topk, loaded.info.num_classes)
