@@ -26,7 +26,7 @@ from cifarnet.engine import train_step
 from cifarnet.errors import CheckpointError, ConfigError, DeviceError
 from cifarnet.inference import INPUT_NAME, ModelInfo, NormalizedModel, fold_batchnorm
 from cifarnet.models import count_parameters, create_model, model_config
-from cifarnet.outputs import check_new_files, write_csv
+from cifarnet.outputs import check_csv_name, check_new_files, write_csv
 from cifarnet.runtime import Runtime, cpu_has_native_bf16, is_out_of_memory, resolve_device
 
 DEFAULT_MODEL = "resnet_reference"
@@ -96,6 +96,7 @@ def benchmark(
     if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
         raise ConfigError(f"--seconds must be a positive number, got {seconds!r}")
     if out is not None:
+        check_csv_name(out, "bench.csv")
         check_new_files([out], force)
     net, info, source, defaulted = _network(checkpoint, model)
     dev = resolve_device(device)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarnet.metrics import topk_hits
 from cifarnet.runtime import Runtime
 
 
@@ -79,11 +80,9 @@ def evaluate(
                 if tta_flip:
                     logits = 0.5 * (logits + model(images.flip(3)).float())
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            # top-1 by argmax, as evaluate's per-class accuracy and confusion matrix count it:
-            # topk may order tied logits (common in bf16) differently
-            hits1 += (logits.argmax(1) == labels).sum()
-            top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits5 += (top5 == labels[:, None]).any(1).sum()
+            # the same tie-breaking as evaluate's per-class accuracy and confusion matrix
+            hits1 += topk_hits(logits, labels, 1).sum()
+            hits5 += topk_hits(logits, labels, 5).sum()
             count += len(labels)
             if keep_logits:
                 kept.append(logits.cpu())

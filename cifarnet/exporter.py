@@ -170,6 +170,11 @@ def output_paths(
     if out is None:
         return {fmt: checkpoint.parent / f"model{SUFFIXES[fmt]}" for fmt in formats}
     text, out = os.fspath(out), Path(out)
+    if out.exists() and not out.is_dir() and not out.suffix:
+        raise ConfigError(
+            f"--out {out} is an existing file without a suffix; give a folder, or a name ending "
+            "in .onnx or .pt"
+        )
     if out.is_dir() or text.endswith(("/", os.sep)) or not out.suffix:
         # a folder, existing or to be made: a name without a suffix is never taken for a file
         return {fmt: out / f"model{SUFFIXES[fmt]}" for fmt in formats}

@@ -14,9 +14,13 @@ ECE_BINS = 15
 
 
 def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """bool (N,): label among the k highest logits."""
-    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-    return (top == labels[:, None]).any(1)
+    """bool (N,): label among the k highest logits. Ties rank the lower class index first, as
+    argmax does (bf16 logits often tie), so top-1 hits are exactly argmax == label and top-k
+    hits never fall below them; `topk` leaves the order of tied values unspecified."""
+    label_logit = logits.gather(1, labels[:, None])  # (N, 1)
+    classes = torch.arange(logits.shape[1], device=logits.device)
+    ahead = (logits > label_logit) | ((logits == label_logit) & (classes < labels[:, None]))
+    return ahead.sum(1) < k
 
 
 def per_class_accuracy(

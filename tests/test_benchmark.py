@@ -135,3 +135,16 @@ def test_option_errors_are_one_line(args, message):
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_out_must_name_a_csv_file_and_is_checked_before_any_timing(tmp_path, monkeypatch):
+    import cifarnet.benchmarking
+
+    def never(*args, **kwargs):
+        raise AssertionError("timed before refusing --out")
+
+    monkeypatch.setattr(cifarnet.benchmarking, "_time_torch", never)
+    result = runner.invoke(app, ["benchmark", "--no-onnx", "--out", str(tmp_path / "bench.txt")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "give a .csv file name (e.g. bench.csv)" in result.stderr
+    assert not (tmp_path / "bench.txt").exists()

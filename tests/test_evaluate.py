@@ -51,7 +51,22 @@ def test_engine_top1_breaks_ties_like_the_per_class_counts():
     result = run_evaluation(model, batches, Runtime(torch.device("cpu"), "fp32", False))
     counts, per_class = metrics.per_class_accuracy(logits.argmax(1) == labels, labels, 100)
     assert result.top1 == 50.0 == float((counts * per_class.nan_to_num()).sum() / 4)
-    assert result.top5 == 75.0
+    # class 0 ranks third (behind the tie, first of the 98 zeros): a top-5 hit, whatever order
+    # topk gives the zeros
+    assert result.top5 == 100.0
+
+
+def test_topk_hits_rank_ties_like_argmax_so_top5_never_falls_below_top1():
+    # seven classes tie at the top: argmax says 0; topk(5) may list any five of the seven
+    logits = torch.zeros(7, 100)
+    logits[:, [0, 10, 20, 30, 40, 50, 60]] = 1.0
+    labels = torch.tensor([0, 10, 20, 30, 40, 50, 60])
+    top1 = metrics.topk_hits(logits, labels, 1)
+    top5 = metrics.topk_hits(logits, labels, 5)
+    assert top1.tolist() == (logits.argmax(1) == labels).tolist()
+    assert top5.tolist() == [True] * 5 + [False] * 2  # the five lowest indices of the tie
+    assert bool((top5 | ~top1).all())
+    assert metrics.topk_hits(logits, labels, 100).all()
 
 
 def test_superclass_accuracy_counts_a_wrong_class_in_the_right_superclass():

@@ -219,6 +219,17 @@ def test_output_paths():
         output_paths(ckpt, ["onnx"], "model.pt")
 
 
+def test_out_naming_an_existing_file_without_suffix_is_refused(tmp_path):
+    from cifarnet.errors import ConfigError
+    from cifarnet.exporter import output_paths
+
+    existing = tmp_path / "deploy"
+    existing.write_text("not a folder")
+    with pytest.raises(ConfigError, match="existing file without a suffix"):
+        output_paths(Path("runs/x/best.pt"), ["onnx"], existing)
+    assert existing.read_text() == "not a folder"
+
+
 def test_verification_images_fall_back_to_seeded_random(run, tmp_path, monkeypatch):
     import dataclasses
 
