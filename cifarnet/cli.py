@@ -10,7 +10,7 @@ import contextlib
 import sys
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,10 +61,12 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
 
 
 @contextlib.contextmanager
-def handle_errors(debug: bool = False, abort_note: str = "") -> Iterator[None]:
+def handle_errors(
+    debug: bool = False, abort_note: Callable[[], str] | None = None
+) -> Iterator[None]:
     """CifarnetError -> one red line on stderr and its exit code (1, or 130/143 when
     interrupted); warnings -> one yellow line each. Tracebacks and warnings' source lines only
-    with --debug. `abort_note` follows "aborted" when Ctrl-C ends the command."""
+    with --debug. `abort_note()` (asked when Ctrl-C ends the command) follows "aborted"."""
     try:
         with warnings.catch_warnings():
             if not debug:
@@ -78,11 +80,12 @@ def handle_errors(debug: bool = False, abort_note: str = "") -> Iterator[None]:
         # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'")
         _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # files are replaced atomically, so nothing is left half-written
-        note = f" ({abort_note})" if abort_note else ""
+        note = abort_note() if abort_note else ""
+        note = f" ({note})" if note else ""
         _console(stderr=True).print(f"[bold red]aborted[/]{note}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # 143 for a second SIGTERM
 
 
 DataDirOpt = Annotated[
@@ -128,7 +131,10 @@ def train(
         str | None,
         typer.Option(help="Registered model (see `cifarnet models`).", show_default="from recipe"),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs to train.", show_default="70")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Epochs to train.", show_default="from recipe: 70, fast 10"),
+    ] = None,
     time: Annotated[
         float | None,
         typer.Option(
@@ -145,7 +151,7 @@ def train(
         float | None, typer.Option(help="Peak learning rate.", show_default="from recipe")
     ] = None,
     momentum: Annotated[
-        float | None, typer.Option(help="SGD momentum.", show_default="0.9")
+        float | None, typer.Option(help="SGD momentum.", show_default="from recipe")
     ] = None,
     nesterov: Annotated[
         bool | None,
@@ -283,7 +289,15 @@ def train(
     }
     given = {k: v for k, v in flags.items() if v is not None}
     # a first Ctrl-C stops training at a safe point, saved; a second one aborts
-    with handle_errors(debug, abort_note="the last saved checkpoint is intact"):
+    progress: list[Any] = []  # the callbacks, once made: they know the run folder
+
+    def abort_note() -> str:
+        run_dir = progress[0].info.get("run_dir") if progress else None
+        if resume is not None or (run_dir and (Path(run_dir) / "last.pt").is_file()):
+            return "the last saved checkpoint is intact"
+        return "no checkpoint had been saved yet"
+
+    with handle_errors(debug, abort_note=abort_note):
         from cifarnet.config import read_config_file, resolve_config
 
         if resume is not None:
@@ -296,7 +310,11 @@ def train(
         from cifarnet.trainer import train as run_training
 
         callbacks = make_train_callbacks(_console(), quiet)
-        run_training(train_config, resume=resume, overrides=overrides, callbacks=callbacks)
+        progress.append(callbacks)
+        try:
+            run_training(train_config, resume=resume, overrides=overrides, callbacks=callbacks)
+        finally:
+            callbacks.close()
 
 
 @app.command(
@@ -381,22 +399,25 @@ def evaluate(
 ) -> None:
     """Loss, top-1/top-5, superclass accuracy, calibration, per-class results, confusions."""
     with handle_errors(debug):
+        from cifarnet.cli_progress import counting_bar
         from cifarnet.cli_render import render_evaluation
         from cifarnet.evaluation import evaluate as run_evaluation
 
-        result = run_evaluation(
-            _resolve_model(checkpoint),
-            data_dir=data_dir,
-            dataset=dataset,
-            split=split,
-            batch_size=batch_size,
-            device=device or "auto",
-            precision=precision or "auto",
-            tta=tta,
-            download=download,
-            out=out,
-            force=force,
-        )
+        with counting_bar(_console(stderr=True), "evaluating") as progress:
+            result = run_evaluation(
+                _resolve_model(checkpoint),
+                data_dir=data_dir,
+                dataset=dataset,
+                split=split,
+                batch_size=batch_size,
+                device=device or "auto",
+                precision=precision or "auto",
+                tta=tta,
+                download=download,
+                out=out,
+                force=force,
+                progress=progress,
+            )
         render_evaluation(_console(), result)
         if out is not None:
             from cifarnet.evaluation import output_paths
@@ -454,21 +475,24 @@ def predict(
 ) -> None:
     """Top-k classes for images; a file that cannot be read is reported and exits 1."""
     with handle_errors(debug):
+        from cifarnet.cli_progress import counting_bar
         from cifarnet.cli_render import render_predictions
         from cifarnet.prediction import predict as run_prediction
 
-        result = run_prediction(
-            sources,
-            _resolve_model(model),
-            topk=topk,
-            resize=resize,
-            batch_size=batch_size,
-            device=device or "auto",
-            precision=precision or "auto",
-            workers=workers,
-            out=out,
-            force=force,
-        )
+        with counting_bar(_console(stderr=True), "predicting") as progress:
+            result = run_prediction(
+                sources,
+                _resolve_model(model),
+                topk=topk,
+                resize=resize,
+                batch_size=batch_size,
+                device=device or "auto",
+                precision=precision or "auto",
+                workers=workers,
+                out=out,
+                force=force,
+                progress=progress,
+            )
         render_predictions(_console(), result)
         if out is not None:
             _console().print(f"wrote {out}", markup=False)

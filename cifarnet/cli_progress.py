@@ -1,10 +1,13 @@
-"""Rendering of training progress: a rich progress bar per epoch on a terminal, one plain
-line per epoch otherwise (or with --quiet), and a summary table at the end."""
+"""Progress display. Training: a rich progress bar per epoch on a terminal, one plain line per
+epoch otherwise (or with --quiet), and a summary table at the end. Evaluate and predict: a
+transient counting bar on a terminal (`counting_bar`)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -24,6 +27,15 @@ def _fmt_duration(seconds: float) -> str:
 
 def _pct(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.2f}%"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} MiB"
+
+
+def _loss(value: float | None) -> str:
+    """A loss to 4 decimals; "-" where there is none (no validation split)."""
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
 class PlainCallbacks(TrainCallbacks):
@@ -51,11 +63,14 @@ class PlainCallbacks(TrainCallbacks):
     def on_status(self, message: str) -> None:
         self.console.print(f"{message} ...")
 
+    def close(self) -> None:
+        """Release the terminal however training ended (nothing to release here)."""
+
     def on_epoch_end(self, row: dict[str, Any]) -> None:
         total = "" if self.info.get("time_minutes") else f"/{self.info.get('epochs')}"
         self.console.print(
             f"epoch {row['epoch']}{total}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f}"
-            f" top1 {_pct(row['train_top1'])}  val loss {row['val_loss']:.4f}"
+            f" top1 {_pct(row['train_top1'])}  val loss {_loss(row['val_loss'])}"
             f" top1 {_pct(row['val_top1'])} top5 {_pct(row['val_top5'])}"
             f"  {row['images_per_second']:.0f} img/s  {row['epoch_seconds']:.1f}s"
         )
@@ -120,7 +135,7 @@ class RichCallbacks(PlainCallbacks):
         total = "" if self.info.get("time_minutes") else f"/{self.info.get('epochs')}"
         return (
             f"epoch {row['epoch']}{total}  lr {row['lr']:.4g}  train {row['train_loss']:.4f} / "
-            f"{_pct(row['train_top1'])}  val {row['val_loss']:.4f} / {_pct(row['val_top1'])}"
+            f"{_pct(row['train_top1'])}  val {_loss(row['val_loss'])} / {_pct(row['val_top1'])}"
             f" (top5 {_pct(row['val_top5'])})  {row['images_per_second']:.0f} img/s"
             f"  {row['epoch_seconds']:.1f}s"
         )
@@ -132,6 +147,11 @@ class RichCallbacks(PlainCallbacks):
         self.progress.stop()
         super().on_end(summary)
 
+    def close(self) -> None:
+        """Stop the live display (it hides the cursor) when training ends in an error or an
+        interrupt, before the error line is printed; a no-op after on_end."""
+        self.progress.stop()
+
 
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"run {summary['run_dir']}", show_header=False)
@@ -140,20 +160,44 @@ def summary_table(summary: dict[str, Any]) -> Table:
     rows = [
         ("test top-1", _pct(summary["test_top1"])),
         ("test top-5", _pct(summary["test_top5"])),
-        ("test loss", f"{summary['test_loss']:.4f}"),
+        ("test loss", _loss(summary["test_loss"])),
         ("best val top-1", _pct(summary["best_val_top1"])),
         ("best epoch", str(summary["best_epoch"])),
         ("epochs", str(summary["epochs"])),
         ("training time", _fmt_duration(summary["train_seconds"])),
         ("train images/s", f"{summary['train_images_per_second']:.0f}"),
-        ("peak memory", f"{summary['peak_memory_mb']:.0f} MiB"),
+        ("peak memory", _mib(summary["peak_memory_mb"])),
     ]
     for key, value in rows:
         table.add_row(key, value)
     return table
 
 
-def make_train_callbacks(console: Console, quiet: bool) -> TrainCallbacks:
+@contextlib.contextmanager
+def counting_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient progress bar fed by `update(done, total)` on a terminal; None elsewhere
+    (logs and pipes get no bar). The bar is removed however the block ends."""
+    if not console.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def make_train_callbacks(console: Console, quiet: bool) -> PlainCallbacks:
     if quiet or not console.is_terminal:
         return PlainCallbacks(console)
     return RichCallbacks(console)

@@ -49,9 +49,9 @@ def render_evaluation(console: Console, r: Evaluation) -> None:
     worst = sorted(ranked, key=lambda c: (r.class_top1[c], c))
     for best_c, worst_c in zip(ranked[:n], worst[:n], strict=True):
         classes.add_row(
-            r.classes[best_c],
+            escape(r.classes[best_c]),
             _pct(r.class_top1[best_c]),
-            r.classes[worst_c],
+            escape(r.classes[worst_c]),
             _pct(r.class_top1[worst_c]),
         )
     console.print(classes)

@@ -100,7 +100,13 @@ RECIPE_HELP = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run. Validated on construction."""
+    """Everything that defines a training run. Validated on construction.
+
+    The field defaults are the `default` recipe's values; `recipe` names the recipe the values
+    came from. Start from another recipe with `TrainConfig.from_recipe("fast", epochs=3)` (or
+    `resolve_config`): `TrainConfig(recipe="fast")` alone would hold the default recipe's
+    values under the fast recipe's name, and is refused.
+    """
 
     recipe: str = "default"
     dataset: str = "cifar100"
@@ -144,6 +150,7 @@ class TrainConfig:
         _check_types(self)
         if self.recipe not in RECIPES:
             raise unknown_name("recipe", self.recipe, tuple(RECIPES))
+        _check_recipe_applied(self)
         if self.dataset not in DATASETS:
             raise unknown_name("dataset", self.dataset, DATASETS)
         if self.precision not in PRECISIONS:
@@ -193,6 +200,11 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError("model_kwargs must be a JSON object")
 
+    @classmethod
+    def from_recipe(cls, recipe: str = "default", **settings: Any) -> TrainConfig:
+        """The recipe's values, then `settings` (field names) on top."""
+        return resolve_config({**settings, "recipe": recipe})
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -236,6 +248,19 @@ def _check_types(config: TrainConfig) -> None:
             raise ConfigError(f"{name} must be true or false, got {value!r}")
     if not isinstance(config.seed, int) or isinstance(config.seed, bool):
         raise ConfigError(f"seed must be an integer, got {config.seed!r}")
+
+
+def _check_recipe_applied(config: TrainConfig) -> None:
+    """Refuse a config labelled with a recipe none of whose own settings it holds: the mark of
+    `TrainConfig(recipe=...)` built without the recipe's values."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    own = {k: v for k, v in RECIPES[config.recipe].items() if v != defaults.get(k)}
+    if own and all(getattr(config, k) == defaults[k] for k in own):
+        raise ConfigError(
+            f"this config is labelled recipe {config.recipe!r} but holds none of its settings "
+            f"(e.g. {next(iter(own))}={next(iter(own.values()))!r}); build it with "
+            f"TrainConfig.from_recipe({config.recipe!r}, ...)"
+        )
 
 
 def resolve_config(

@@ -14,6 +14,7 @@ import os
 import pickle
 import tarfile
 import tempfile
+import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -339,6 +340,13 @@ def _split_arrays(
 def _build(spec: DatasetSpec, source: Path, files: dict[str, dict[str, Any]]) -> CifarData:
     train_x, train_y, train_c = _split_arrays(spec, files, spec.train_files, source)
     test_x, test_y, _ = _split_arrays(spec, files, spec.test_files, source)
+    if (len(train_x), len(test_x)) != (spec.train_count, spec.test_count):
+        # a subset or a re-packed copy is still usable data, but not the benchmark's figures
+        warnings.warn(
+            f"{source} holds {len(train_x):,} training and {len(test_x):,} test images, not the "
+            f"official {spec.train_count:,} and {spec.test_count:,}; using them as they are",
+            stacklevel=3,
+        )
     meta = files[spec.meta_file]
     classes = list(meta.get(spec.names_key, []))
     if len(classes) != spec.num_classes:

@@ -48,6 +48,14 @@ class TrainingInterrupted(CifarnetError):
         self.exit_code = 128 + signal_number
 
 
+class Aborted(KeyboardInterrupt):
+    """A second SIGINT/SIGTERM during training: stop at once, without saving."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.exit_code = 128 + signal_number  # as TrainingInterrupted
+
+
 def did_you_mean(value: str, choices: list[str] | tuple[str, ...]) -> str:
     """' (did you mean 'x'?)' for the closest valid name, or '' when nothing is close."""
     import difflib

@@ -10,6 +10,7 @@ import io
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,7 @@ def evaluate(
     download: bool = True,
     out: str | os.PathLike | None = None,
     force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Evaluation:
     """Evaluate a checkpoint (best.pt / last.pt) or an exported .onnx file on a dataset split.
 
@@ -170,7 +172,8 @@ def evaluate(
     `Evaluation.checkpoint` / `.defaulted`). `split` "val" is the run's own held-out split
     (its val_size and seed); "train" the images the run trained on (its --subset too). With
     `out` the result is also written (see `Evaluation.save`); existing files are refused
-    unless `force`.
+    unless `force`. `progress(done, total)` is called with the images evaluated so far after
+    each batch (for a progress bar).
     """
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -192,10 +195,24 @@ def evaluate(
             f"the class names of {data.source} differ from those stored in {loaded.path}"
         )
     images, labels = _split(data, info, split, loaded)
-    result = _run(loaded, images, labels, split, batch_size, tta)
+    result = _run(loaded, images, labels, split, batch_size, tta, progress)
     if out is not None:
         result.save(out, force)
     return result
+
+
+def _reported(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches; after each one has been used, progress(images done, total)."""
+    done = 0
+    for images, labels in batches:
+        yield images, labels
+        done += len(labels)
+        if progress is not None:
+            progress(done, total)
 
 
 def _split(
@@ -236,11 +253,13 @@ def _run(
     split: str,
     batch_size: int,
     tta: bool,
+    progress: Callable[[int, int], None] | None,
 ) -> Evaluation:
     info, rt = loaded.info, loaded.runtime
     loader = BatchLoader(images.to(rt.device), labels.to(rt.device), batch_size, loaded.input)
+    batches = _reported(loader.batches(), len(labels), progress)
     t0 = time.perf_counter()
-    result = run_evaluation(loaded.module, loader.batches(), rt, keep_logits=True, tta_flip=tta)
+    result = run_evaluation(loaded.module, batches, rt, keep_logits=True, tta_flip=tta)
     seconds = time.perf_counter() - t0
     logits = result.logits
     assert logits is not None  # keep_logits=True

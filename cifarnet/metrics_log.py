@@ -47,7 +47,3 @@ class MetricsLog:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-
-
-def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,12 +88,14 @@ def predict(
     workers: int = 0,
     out: str | os.PathLike | None = None,
     force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Predictions:
     """Predict the classes of image files, folders (searched recursively) and glob patterns.
 
     `model`: a checkpoint or an exported .onnx file; default the newest runs/*/best.pt.
     `resize`: how a non-32x32 image becomes 32x32 (see `cifarnet.images`): stretch,
     center-crop or letterbox. Sources that match no image give an error row each.
+    `progress(done, total)` is called with the inputs handled so far after each batch.
     """
     if resize not in RESIZE_POLICIES:
         raise ConfigError(
@@ -110,7 +112,12 @@ def predict(
     loaded = load_inference_model(model, device, precision)
     k = min(topk, loaded.info.num_classes)
     t0 = time.perf_counter()
-    items = list(_predict_all(loaded, _inputs(sources), k, resize, batch_size, workers))
+    inputs = _inputs(sources)
+    items = []
+    for item in _predict_all(loaded, inputs, k, resize, batch_size, workers):
+        items.append(item)
+        if progress is not None:  # rows arrive a batch at a time
+            progress(len(items), len(inputs))
     result = Predictions(
         str(loaded.path), loaded.defaulted, k, resize, items, time.perf_counter() - t0
     )

@@ -102,6 +102,8 @@ def resolve_precision(spec: str, device: torch.device) -> str:
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
+    """The device, precision and memory format a run uses, from the --device and --precision
+    names ("auto" picks the best this machine has)."""
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
     # channels_last lets cuDNN / oneDNN pick their fastest convolution kernels in reduced
@@ -121,6 +123,8 @@ def is_out_of_memory(exc: RuntimeError) -> bool:
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, numpy and torch; `deterministic` also asks torch for deterministic kernels
+    (warning, not failing, where an op has none)."""
     import random
 
     import numpy as np

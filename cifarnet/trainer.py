@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import resource
 import shlex
 import signal
 import sys
@@ -41,6 +40,7 @@ from cifarnet.data import (
 )
 from cifarnet.engine import EvalResult, evaluate, train_step
 from cifarnet.errors import (
+    Aborted,
     CheckpointError,
     ConfigError,
     DeviceError,
@@ -56,8 +56,9 @@ from cifarnet.schedule import lr_factor
 
 MAX_WARMUP_FRACTION = 0.2
 # What a resumed run keeps: the saved weights and optimizer state are bound to the network, and
-# the validation split (and the subset trained on) to the data the run has already seen.
-FIXED_ON_RESUME = ("dataset", "model", "model_kwargs", "val_size", "seed", "subset")
+# the validation split (and the subset trained on) to the data the run has already seen; its
+# recipe name labels the values it started from.
+FIXED_ON_RESUME = ("recipe", "dataset", "model", "model_kwargs", "val_size", "seed", "subset")
 
 
 class TrainCallbacks:
@@ -154,7 +155,7 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal_number is not None:
-            raise KeyboardInterrupt
+            raise Aborted(signum)
         self.signal_number = signum
 
     def __exit__(self, *exc: Any) -> None:
@@ -178,6 +179,8 @@ def train(
     {"epochs": 100} to extend the run).
     """
     callbacks = callbacks or TrainCallbacks()
+    if resume is not None and config is not None:
+        raise TypeError("a resumed run uses its own config: pass overrides, not a TrainConfig")
     if resume is not None:
         return Trainer.resume(resume, {**settings, **(overrides or {})}, callbacks).run()
     if config is None:
@@ -264,8 +267,6 @@ class Trainer:
                 f"(wrong architecture: {one_line(exc)})"
             ) from None
         return trainer
-
-    # ---- set-up -------------------------------------------------------------------------
 
     def _prepare_data(self) -> None:
         c, dev = self.config, self.runtime.device
@@ -373,8 +374,6 @@ class Trainer:
         self.progress = Progress(**ckpt["progress"])
         self.history = list(ckpt.get("history", []))
         self._resume_data_state = rng.get("data")
-
-    # ---- the loop ---------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         c = self.config
@@ -629,8 +628,6 @@ class Trainer:
             + kept
         )
 
-    # ---- saving -----------------------------------------------------------------------
-
     def _base_payload(self, state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
         return {
             "model": model_config(self.config.model, self.num_classes, self.config.model_kwargs),
@@ -804,8 +801,14 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     )
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in MiB."""
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak resident memory of this process (CPU, MPS) or peak allocated GPU memory (CUDA), in
+    MiB; None where the platform cannot tell (Windows has no `resource` module)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -24,6 +24,7 @@ from cifarnet.checkpoint import (
     save_checkpoint,
 )
 from cifarnet.cli import app
+from cifarnet.config import TrainConfig
 from cifarnet.errors import CheckpointError, ConfigError, OutputError
 from cifarnet.models import create_model, model_config
 from cifarnet.trainer import train
@@ -335,6 +336,11 @@ def test_cli_resume_cannot_change_model_or_dataset(run_dir: Path) -> None:
     # the validation split too: its images may already have been trained on
     line = _cli_error(["train", "--resume", last, "--val-size", "50", "--epochs", "3"])
     assert "--val-size cannot change when resuming" in line and "was started with" in line
+    # nor the recipe: the name labels the values the run started from
+    line = _cli_error(["train", "--resume", last, "--recipe", "fast", "--epochs", "3"])
+    assert "--recipe cannot change when resuming" in line
+    with pytest.raises(TypeError, match="uses its own config"):
+        train(TrainConfig(), resume=last)
 
 
 def test_cli_resume_from_a_run_folder_names_its_last_pt(run_dir: Path) -> None:

@@ -115,13 +115,24 @@ def test_resume_takes_file_values_under_flags(captured: dict, tmp_path: Path) ->
     assert captured["overrides"] == {"epochs": 9, "lr": 0.1}
 
 
-def test_abort_by_a_second_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
-    def aborted(*args, **kwargs):
+def test_abort_by_a_second_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    run_dir = tmp_path / "runs" / "train"
+
+    def aborted(config, *, resume, overrides, callbacks):
+        callbacks.on_start({**RUN_INFO, "run_dir": str(run_dir)})
         raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer_mod, "train", aborted)
+    # before the first checkpoint of a new run there is none to speak of
     result = runner.invoke(app, ["train"])
     assert result.exit_code == 130 and "Traceback" not in result.output
+    assert result.stderr.strip() == "aborted (no checkpoint had been saved yet)"
+    run_dir.mkdir(parents=True)
+    (run_dir / "last.pt").write_bytes(b"saved")
+    result = runner.invoke(app, ["train"])
+    assert result.stderr.strip() == "aborted (the last saved checkpoint is intact)"
+    # a resumed run always has one: the last.pt it started from
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "x" / "last.pt")])
     assert result.stderr.strip() == "aborted (the last saved checkpoint is intact)"
 
 
@@ -217,3 +228,108 @@ def test_debug_shows_the_traceback() -> None:
     result = runner.invoke(app, ["train", "--epochs", "0", "--debug"])
     assert result.exit_code == 1
     assert "Traceback" in result.output and "ConfigError" in result.output
+
+
+RUN_INFO = {
+    "run_dir": "runs/train",
+    "model": "resnet_reference",
+    "parameters": 10,
+    "train_images": 100,
+    "val_images": 0,
+    "time_minutes": None,
+    "epochs": 2,
+    "start_epoch": 0,
+    "device": "cpu",
+    "precision": "fp32",
+    "channels_last": False,
+    "compile": False,
+}
+
+
+def test_train_progress_display_is_released_when_training_fails(monkeypatch, tmp_path) -> None:
+    import io
+
+    from rich.console import Console
+
+    import cifarnet.cli_progress
+    from cifarnet.errors import DataError
+
+    screen = io.StringIO()
+    made = []
+
+    def rich_callbacks(console, quiet):
+        made.append(cifarnet.cli_progress.RichCallbacks(Console(file=screen, force_terminal=True)))
+        return made[0]
+
+    def failing_training(config, *, resume, overrides, callbacks):
+        callbacks.on_start(RUN_INFO)
+        callbacks.on_epoch_start(1, 10)
+        raise DataError("the disk went away")
+
+    monkeypatch.setattr(cifarnet.cli_progress, "make_train_callbacks", rich_callbacks)
+    monkeypatch.setattr(trainer_mod, "train", failing_training)
+    result = runner.invoke(app, ["train", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 1 and "the disk went away" in result.stderr
+    assert not made[0].progress.live.is_started
+    hide, show = "\x1b[?25l", "\x1b[?25h"  # the live display hides the cursor; closing shows it
+    assert hide in screen.getvalue() and screen.getvalue().rindex(show) > screen.getvalue().rindex(
+        hide
+    )
+
+
+def test_epoch_line_without_validation_shows_dashes_not_nan() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cifarnet.cli_progress import PlainCallbacks
+
+    screen = io.StringIO()
+    callbacks = PlainCallbacks(Console(file=screen, width=300))
+    callbacks.on_start(RUN_INFO)
+    nan = float("nan")
+    row = {"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_top1": 30.0, "val_loss": nan}
+    callbacks.on_epoch_end(
+        {**row, "val_top1": nan, "val_top5": nan, "images_per_second": 99.0, "epoch_seconds": 5}
+    )
+    line = screen.getvalue()
+    assert "val loss - top1 - top5 -" in line and "nan" not in line
+
+
+def test_peak_memory_is_in_mib_on_linux_and_macos_and_none_without_resource(monkeypatch) -> None:
+    import resource
+
+    from cifarnet.trainer import peak_memory_mb
+
+    class Usage:
+        ru_maxrss = 2 * 2**20  # 2 GiB in KiB (Linux) or 2 MiB in bytes (macOS)
+
+    monkeypatch.setattr(resource, "getrusage", lambda who: Usage())
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert peak_memory_mb(cpu) == 2048
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert peak_memory_mb(cpu) == 2
+    monkeypatch.setitem(sys.modules, "resource", None)  # as on Windows
+    assert peak_memory_mb(cpu) is None
+
+
+def test_counting_bar_on_a_terminal_only_and_gone_after_an_error() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cifarnet.cli_progress import counting_bar
+
+    with counting_bar(Console(file=io.StringIO()), "evaluating") as update:
+        assert update is None  # a pipe or a log: no bar
+    screen = io.StringIO()
+    with (
+        pytest.raises(RuntimeError),
+        counting_bar(Console(file=screen, force_terminal=True), "evaluating") as update,
+    ):
+        update(5, 10)
+        raise RuntimeError("stopped half-way")
+    shown = screen.getvalue()
+    assert shown.rindex("\x1b[?25h") > shown.rindex("\x1b[?25l")  # the cursor is shown again
+    assert shown.endswith("\x1b[2K")  # and the transient bar erased

@@ -131,3 +131,22 @@ def test_config_is_frozen() -> None:
     with pytest.raises(AttributeError):
         c.lr = 1.0  # type: ignore[misc]
     assert c.replace(lr=0.5).lr == 0.5 and c.lr == 0.1
+
+
+def test_a_recipe_label_without_the_recipes_values_is_refused() -> None:
+    # TrainConfig's defaults are the default recipe's: the label alone would mislabel the run
+    with pytest.raises(ConfigError, match=r"labelled recipe 'fast' but holds none of its"):
+        TrainConfig(recipe="fast")
+    with pytest.raises(ConfigError, match=r"TrainConfig\.from_recipe\('reference', \.\.\.\)"):
+        TrainConfig(recipe="reference", epochs=3)
+    fast = TrainConfig.from_recipe("fast", epochs=3)
+    assert (fast.recipe, fast.model, fast.lr, fast.batch_size, fast.epochs) == (
+        "fast",
+        "fastnet",
+        1.5,
+        1024,
+        3,
+    )
+    assert fast == resolve_config({"recipe": "fast", "epochs": 3})
+    # a recipe's values with some of them changed keep its label
+    assert TrainConfig.from_recipe("reference", lr=0.1).replace(batch_size=128).lr == 0.1

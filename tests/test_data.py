@@ -149,6 +149,24 @@ def test_label_count_and_range(tmp_path: Path) -> None:
     assert "outside 0..99" in _error(tmp_path)
 
 
+def test_image_counts_other_than_the_official_ones_warn_and_load(
+    cifar100_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+    import warnings
+
+    train, test = 100 * TRAIN_PER_CLASS, 100 * TEST_PER_CLASS
+    with pytest.warns(UserWarning, match=f"{train:,} training and {test:,} test images, not the "
+                      "official 50,000 and 10,000; using them as they are"):  # fmt: skip
+        d = load_dataset("cifar100", cifar100_dir, download=False)
+    assert len(d.train_images) == train
+    official = dataclasses.replace(SPECS["cifar100"], train_count=train, test_count=test)
+    monkeypatch.setitem(SPECS, "cifar100", official)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset("cifar100", cifar100_dir, download=False)
+
+
 def test_meta_with_wrong_class_count(tmp_path: Path) -> None:
     folder = _fresh(tmp_path)
     _rewrite(folder / "meta", fine_label_names=["a", "b"])

@@ -236,11 +236,19 @@ def test_val_split_refuses_another_copy_of_the_data(run, tmp_path):
     assert evaluate(run / "best.pt", data_dir=tmp_path, device="cpu").images == 200  # test
 
 
-def test_python_api_takes_a_torch_device(run, cifar100_dir):
+def test_python_api_takes_a_torch_device_and_reports_progress(run, cifar100_dir):
     from cifarnet.evaluation import evaluate
 
-    result = evaluate(run / "best.pt", data_dir=cifar100_dir, device=torch.device("cpu"))
+    calls = []
+    result = evaluate(
+        run / "best.pt",
+        data_dir=cifar100_dir,
+        device=torch.device("cpu"),
+        batch_size=64,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert (result.images, result.device) == (200, "cpu")
+    assert calls == [(64, 200), (128, 200), (192, 200), (200, 200)]  # after each batch
 
 
 def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
@@ -418,3 +426,28 @@ def test_fold_batchnorm_keeps_the_function(name):
     # every BN of the ResNet follows a conv; FastNet's first BN of each stage follows a max-pool
     assert norms == (0 if name == "resnet_reference" else 3)
     assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max().item())
+
+
+def test_class_names_are_printed_literally_not_as_rich_markup():
+    import io
+
+    from rich.console import Console
+
+    from cifarnet.cli_render import render_evaluation
+    from cifarnet.evaluation import Evaluation
+
+    names = ["[bold]cat", "dog[/]", "[red]x[/red]", "plain"]
+    confusion = torch.tensor([[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 2], [0, 0, 0, 2]])
+    result = Evaluation(
+        checkpoint="[m].pt", kind="checkpoint", defaulted=False, dataset="cifar10",
+        split="test", images=8, loss=1.0, top1=62.5, top5=100.0, superclass_top1=None,
+        ece=5.0, seconds=1.0, device="cpu", precision="fp32", tta=False, classes=names,
+        superclasses=None, fine_to_coarse=None, class_images=[2, 2, 2, 2],
+        class_top1=[50.0, 100.0, 0.0, 100.0], class_top5=[100.0] * 4, confusion=confusion,
+        confused_pairs=[(2, 3, 2), (0, 1, 1)],
+    )  # fmt: skip
+    screen = io.StringIO()
+    render_evaluation(Console(file=screen, width=200), result)
+    text = screen.getvalue()
+    for name in names:  # in the best/worst table and the confused pairs alike
+        assert text.count(name) >= 2, name

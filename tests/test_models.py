@@ -99,3 +99,18 @@ def test_unknown_model_suggests_a_name() -> None:
 def test_bad_model_kwargs_are_config_errors(kwargs: dict) -> None:
     with pytest.raises(ConfigError, match="resnet"):
         create_model("resnet", 100, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"widths": [8, 8, 16]},
+        {"depths": [1, 1, 1, 1, 1]},
+        {"depths": [1, 0, 1, 1]},
+        {"widths": [8, 8, 16, 16.5]},
+        {"widths": 8},
+    ],
+)
+def test_resnet_stage_lists_of_the_wrong_shape_are_one_config_error(kwargs) -> None:
+    with pytest.raises(ConfigError, match="model 'resnet' does not accept"):
+        create_model("resnet", 10, **kwargs)

@@ -130,7 +130,16 @@ def test_batching_does_not_change_results_or_order(run, photos):
     from cifarnet.prediction import predict
 
     sources = [photos, photos / "y_text.png", photos / "a_big.jpg"]  # named twice: listed once
-    one = predict(sources, run / "best.pt", batch_size=1, device="cpu", precision="fp32")
+    calls = []
+    one = predict(
+        sources,
+        run / "best.pt",
+        batch_size=1,
+        device="cpu",
+        precision="fp32",
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert calls == [(i, 12) for i in range(1, 13)]  # one per input, failed ones included
     many = predict(
         sources, run / "best.pt", batch_size=256, workers=1, device="cpu", precision="fp32"
     )

@@ -36,6 +36,7 @@ def register_model(name: str, description: str) -> Callable[[Callable[..., nn.Mo
 
 
 def list_models() -> list[str]:
+    """The registered model names, sorted."""
     return sorted(_REGISTRY)
 
 
@@ -59,6 +60,7 @@ def create_model(name: str, num_classes: int = 100, **kwargs: Any) -> nn.Module:
 
 
 def model_config(name: str, num_classes: int, kwargs: dict[str, Any] | None = None) -> dict:
+    """What a checkpoint stores to rebuild the network (see `build_model`)."""
     return {"name": name, "num_classes": num_classes, "kwargs": dict(kwargs or {})}
 
 
@@ -68,6 +70,7 @@ def build_model(config: dict[str, Any]) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
+    """All parameters, trainable or not."""
     return sum(p.numel() for p in model.parameters())
 
 

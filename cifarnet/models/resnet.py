@@ -70,6 +70,13 @@ class CifarResNet(nn.Module):
             raise ValueError(f"shortcut must be 'conv3x3' or 'conv1x1', got {shortcut!r}")
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        for name, values in (("widths", widths), ("depths", depths)):
+            if len(values) != 4 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values
+            ):
+                raise ValueError(
+                    f"{name} must be 4 positive integers (one per stage), got {values}"
+                )
         self.in_channels = widths[0]
         self.shortcut = shortcut
         self.relu_after_add = relu_after_add
