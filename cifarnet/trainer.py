@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -392,8 +393,16 @@ class Trainer:
         self.callbacks.on_start(self._start_info())
         with _StopFlag() as stop:
             self.stop = stop
-            while not self._finished():
-                self._run_epoch()
+            try:
+                while not self._finished():
+                    self._run_epoch()
+            except Exception:
+                # the curves of the epochs done, however the run failed (divergence, a full
+                # disk, ...); best effort: the run's own error is the one to report.
+                # (Not on a second Ctrl-C: that asks to stop at once.)
+                with contextlib.suppress(Exception):
+                    self._write_plot()
+                raise
         return self._finish()
 
     def _finished(self) -> bool:

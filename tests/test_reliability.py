@@ -328,6 +328,7 @@ def test_nan_loss_stops_with_epoch_step_and_advice(
         assert ckpt["progress"]["epoch"] == 1
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
     assert _epochs(run) == [1]
+    assert (run / "results.png").stat().st_size > 0  # the curves of the epoch that finished
 
 
 def test_nonfinite_weights_after_a_finite_loss_are_not_saved(
