@@ -176,7 +176,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
 @contextlib.contextmanager
 def counting_bar(console: Console, description: str) -> Iterator[Callable[[int, int], None] | None]:
     """A transient progress bar fed by `update(done, total)` on a terminal; None elsewhere
-    (logs and pipes get no bar). The bar is removed however the block ends."""
+    (logs and pipes get no bar). The bar appears at the first update, so what runs before it
+    (loading, a download with its own progress output) prints as usual; it is removed however
+    the block ends."""
     if not console.is_terminal:
         yield None
         return
@@ -188,13 +190,18 @@ def counting_bar(console: Console, description: str) -> Iterator[Callable[[int, 
         console=console,
         transient=True,
     )
-    task = bar.add_task(description, total=None)
+    tasks: list[Any] = []
 
     def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        if not tasks:
+            bar.start()
+            tasks.append(bar.add_task(description, total=total))
+        bar.update(tasks[0], completed=done, total=total)
 
-    with bar:
+    try:
         yield update
+    finally:
+        bar.stop()
 
 
 def make_train_callbacks(console: Console, quiet: bool) -> PlainCallbacks:

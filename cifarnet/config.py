@@ -8,6 +8,7 @@ valid `--config` file.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import math
@@ -150,7 +151,8 @@ class TrainConfig:
         _check_types(self)
         if self.recipe not in RECIPES:
             raise unknown_name("recipe", self.recipe, tuple(RECIPES))
-        _check_recipe_applied(self)
+        if not _FROM_VALUES.get():
+            _check_recipe_applied(self)
         if self.dataset not in DATASETS:
             raise unknown_name("dataset", self.dataset, DATASETS)
         if self.precision not in PRECISIONS:
@@ -203,7 +205,9 @@ class TrainConfig:
     @classmethod
     def from_recipe(cls, recipe: str = "default", **settings: Any) -> TrainConfig:
         """The recipe's values, then `settings` (field names) on top."""
-        return resolve_config({**settings, "recipe": recipe})
+        if not isinstance(recipe, str):
+            raise ConfigError(f"recipe must be a string, got {recipe!r}")
+        return resolve_config({**settings, "recipe": recipe}, source="TrainConfig.from_recipe")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -217,10 +221,18 @@ class TrainConfig:
                 f"{source}: unknown setting(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(sorted(known))}"
             )
-        return cls(**{k: v for k, v in values.items() if k in known})
+        token = _FROM_VALUES.set(True)
+        try:
+            return cls(**{k: v for k, v in values.items() if k in known})
+        finally:
+            _FROM_VALUES.reset(token)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
+        token = _FROM_VALUES.set(True)  # changes to a config already built: not a new label
+        try:
+            return dataclasses.replace(self, **changes)
+        finally:
+            _FROM_VALUES.reset(token)
 
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
@@ -250,6 +262,12 @@ def _check_types(config: TrainConfig) -> None:
         raise ConfigError(f"seed must be an integer, got {config.seed!r}")
 
 
+# Set while from_dict builds a config from complete values (the recipe merged with a config file
+# and flags, or a run's saved config): there the values are what the user chose, whatever the
+# recipe label; only a TrainConfig(...) written by hand is checked against its label.
+_FROM_VALUES: contextvars.ContextVar[bool] = contextvars.ContextVar("_FROM_VALUES", default=False)
+
+
 def _check_recipe_applied(config: TrainConfig) -> None:
     """Refuse a config labelled with a recipe none of whose own settings it holds: the mark of
     `TrainConfig(recipe=...)` built without the recipe's values."""
@@ -264,7 +282,9 @@ def _check_recipe_applied(config: TrainConfig) -> None:
 
 
 def resolve_config(
-    flags: dict[str, Any] | None = None, config_file: str | Path | None = None
+    flags: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    source: str = "flags",
 ) -> TrainConfig:
     """Recipe values < config-file values < explicitly given flags (None means 'not given')."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -275,7 +295,7 @@ def resolve_config(
     if recipe not in RECIPES:
         raise unknown_name("recipe", recipe, tuple(RECIPES))
     merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}
-    return TrainConfig.from_dict(merged, source=str(config_file or "flags"))
+    return TrainConfig.from_dict(merged, source=str(config_file or source))
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -14,12 +14,17 @@ ECE_BINS = 15
 
 
 def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """bool (N,): label among the k highest logits. Ties rank the lower class index first, as
-    argmax does (bf16 logits often tie), so top-1 hits are exactly argmax == label and top-k
-    hits never fall below them; `topk` leaves the order of tied values unspecified."""
+    """bool (N,): label among the k highest logits. Ties rank the lower class index first and
+    NaN above every number, as argmax does (bf16 logits often tie), so top-1 hits are exactly
+    argmax == label and top-k hits never fall below them; `topk` leaves the order of tied
+    values unspecified."""
     label_logit = logits.gather(1, labels[:, None])  # (N, 1)
     classes = torch.arange(logits.shape[1], device=logits.device)
-    ahead = (logits > label_logit) | ((logits == label_logit) & (classes < labels[:, None]))
+    # NaN ranks above every number, as in argmax (a NaN label logit is not a free hit)
+    nan, label_nan = logits.isnan(), label_logit.isnan()
+    above = (logits > label_logit) | (nan & ~label_nan)
+    tied = (logits == label_logit) | (nan & label_nan)
+    ahead = above | (tied & (classes < labels[:, None]))
     return ahead.sum(1) < k
 
 

@@ -396,6 +396,8 @@ class Trainer:
             try:
                 while not self._finished():
                     self._run_epoch()
+            except TrainingInterrupted:
+                raise  # stopped by a signal: its plot is drawn, and a second Ctrl-C is live
             except Exception:
                 # the curves of the epochs done, however the run failed (divergence, a full
                 # disk, ...); best effort: the run's own error is the one to report.
@@ -740,6 +742,7 @@ class Trainer:
 
     def _finish(self) -> dict[str, Any]:
         p, c = self.progress, self.config
+        self._write_plot()  # before the test pass, so a failure there still leaves the curves
         self.callbacks.on_status("evaluating on the test set")
         # the final model: best by validation top-1, or the last epoch without a validation split
         if self.val_loader is not None and self.paths.best.exists():
@@ -775,7 +778,6 @@ class Trainer:
         }
         text = json.dumps(summary, indent=2) + "\n"
         atomic_write(self.paths.summary, lambda f: f.write(text.encode()))
-        self._write_plot()
         self.callbacks.on_end(summary)
         return summary
 

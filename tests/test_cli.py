@@ -323,6 +323,10 @@ def test_counting_bar_on_a_terminal_only_and_gone_after_an_error() -> None:
 
     with counting_bar(Console(file=io.StringIO()), "evaluating") as update:
         assert update is None  # a pipe or a log: no bar
+    quiet = io.StringIO()
+    with counting_bar(Console(file=quiet, force_terminal=True), "evaluating"):
+        print("downloading ...", file=quiet)  # before the first update: untouched by the bar
+    assert quiet.getvalue() == "downloading ...\n"
     screen = io.StringIO()
     with (
         pytest.raises(RuntimeError),

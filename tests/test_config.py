@@ -150,3 +150,12 @@ def test_a_recipe_label_without_the_recipes_values_is_refused() -> None:
     assert fast == resolve_config({"recipe": "fast", "epochs": 3})
     # a recipe's values with some of them changed keep its label
     assert TrainConfig.from_recipe("reference", lr=0.1).replace(batch_size=128).lr == 0.1
+    # values the user chose (a default run's config.json under --recipe reference) win over
+    # the recipe, as the precedence says, label or not
+    chosen = resolve_config({**TrainConfig().to_dict(), "recipe": "reference"})
+    assert (chosen.recipe, chosen.batch_size) == ("reference", 128)
+    assert chosen.replace(epochs=3).epochs == 3
+    with pytest.raises(ConfigError, match=r"TrainConfig\.from_recipe: unknown setting"):
+        TrainConfig.from_recipe("fast", foo=1)
+    with pytest.raises(ConfigError, match="recipe must be a string"):
+        TrainConfig.from_recipe(None)

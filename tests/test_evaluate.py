@@ -69,6 +69,19 @@ def test_topk_hits_rank_ties_like_argmax_so_top5_never_falls_below_top1():
     assert metrics.topk_hits(logits, labels, 100).all()
 
 
+def test_topk_hits_rank_nan_like_argmax():
+    nan = float("nan")
+    logits = torch.tensor(
+        [[nan, 0.0, 5.0], [nan, nan, nan], [1.0, nan, 2.0], [0.0, 1.0, nan], [1.0, 2.0, 3.0]]
+    )
+    labels = torch.tensor([2, 2, 1, 0, 2])
+    top1 = metrics.topk_hits(logits, labels, 1)
+    assert (
+        top1.tolist() == (logits.argmax(1) == labels).tolist() == [False, False, True, False, True]
+    )
+    assert metrics.topk_hits(logits, labels, 2).tolist() == [True, False, True, False, True]
+
+
 def test_superclass_accuracy_counts_a_wrong_class_in_the_right_superclass():
     fine_to_coarse = [0, 0, 1, 1]
     predictions = torch.tensor([1, 2, 3, 0])

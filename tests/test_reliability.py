@@ -26,6 +26,7 @@ from cifarnet.cli import app
 from cifarnet.config import TrainConfig, resolve_config
 from cifarnet.data import load_dataset
 from cifarnet.errors import (
+    CheckpointError,
     DataError,
     DeviceError,
     DivergenceError,
@@ -355,6 +356,19 @@ def test_nonfinite_weights_after_a_finite_loss_are_not_saved(
     assert (keep.run / "last.pt").read_bytes() == keep.saved[1]
     best = load_checkpoint(keep.run / "best.pt")["state_dict"]
     assert all(torch.isfinite(v).all() for v in best.values())
+
+
+def test_a_failed_test_pass_still_leaves_the_curves(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(path, *args, **kwargs):
+        raise CheckpointError(f"cannot read {path}")
+
+    monkeypatch.setattr(trainer_mod, "load_checkpoint", unreadable)  # _finish reloads best.pt
+    keep = KeepLast()
+    with pytest.raises(CheckpointError):
+        train(_fast(tiny_config, epochs=1), callbacks=keep)
+    assert (keep.run / "results.png").stat().st_size > 0
 
 
 def test_huge_lr_diverges_cleanly(tiny_config: TrainConfig) -> None:
