@@ -104,7 +104,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give a .pt file such as {path}/best.pt")
+        raise CheckpointError(
+            f"{path} is a folder without a best.pt; give a run's best.pt or last.pt"
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
     try:
@@ -143,9 +145,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is truncated or corrupt (reading it failed: {exc.strerror or exc})"
         ) from None
-    except Exception as exc:  # torch's reader of old-style files fails on foreign bytes variously
+    except Exception:  # torch's reader of old-style files fails on foreign bytes variously
+        # (KeyError: 101 for a text file, ...): the exception says nothing to a user
         raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {one_line(exc)})"
+            f"{path} is not a PyTorch checkpoint (not a file written by torch.save)"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} was not written by cifarnet (no {FORMAT!r} header)")

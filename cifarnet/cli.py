@@ -50,7 +50,12 @@ def _root(
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        # logs and pipes: one line per record, never cut at 80 columns (tables take only the
+        # width their cells need)
+        console.width = 10_000
+    return console
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
@@ -92,8 +97,8 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Folder holding cifar-100-python/ (or its .tar.gz); default $CIFARNET_DATA, "
-        "else ~/.cache/cifarnet.",
+        help="Folder holding cifar-100-python/ or cifar-10-batches-py/ (or the .tar.gz); "
+        "default $CIFARNET_DATA, else ~/.cache/cifarnet.",
         show_default=False,
     ),
 ]
@@ -120,7 +125,7 @@ def train(
         str | None,
         typer.Option(
             help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()) + ".",
-            show_default="default",
+            show_default="the default recipe",
         ),
     ] = None,
     dataset: Annotated[
@@ -350,6 +355,8 @@ def _resolve_model(path: Path | None) -> Path:
     resolved, defaulted = resolve_model_path(path)
     if defaulted:
         _console(stderr=True).print(f"using {resolved} (the newest run's best.pt)", markup=False)
+    elif path is not None and resolved != path:
+        _console(stderr=True).print(f"using {resolved} (the run's best.pt)", markup=False)
     return resolved
 
 
@@ -498,7 +505,8 @@ def predict(
             _console().print(f"wrote {out}", markup=False)
         if result.failed:
             _console(stderr=True).print(
-                f"[bold red]error:[/] {result.failed} of {len(result.items)} inputs failed"
+                f"[bold red]error:[/] {result.failed} of {len(result.items)} "
+                f"input{'s' if len(result.items) != 1 else ''} failed"
             )
             raise typer.Exit(1)
 

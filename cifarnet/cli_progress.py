@@ -50,7 +50,7 @@ class PlainCallbacks(TrainCallbacks):
         budget = (
             f"{info['time_minutes']:g} min budget"
             if info["time_minutes"]
-            else f"{info['epochs']} epochs"
+            else f"{info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}"
         )
         self.console.print(
             f"run {info['run_dir']}: {info['model']} ({info['parameters']:,} params), "

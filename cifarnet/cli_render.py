@@ -80,7 +80,9 @@ def render_predictions(console: Console, r: Predictions) -> None:
     table.add_column("label", style="bold")
     table.add_column("superclass")
     table.add_column("probability", justify="right")
-    table.add_column(f"top-{r.topk}", overflow="fold")
+    runners_up = r.topk > 1  # the label column holds the first of the top-k, this the rest
+    if runners_up:
+        table.add_column("next" if r.topk == 2 else f"next {r.topk - 1}", overflow="fold")
     table.add_column("error", style="red")
     for p in r.items[:PREDICTION_ROWS_SHOWN]:
         if p.ok:
@@ -88,16 +90,11 @@ def render_predictions(console: Console, r: Predictions) -> None:
                 f"{escape(name)} {100 * q:.1f}%"
                 for name, q in zip(p.labels[1:], p.probabilities[1:], strict=True)
             )
-            table.add_row(
-                _shown_path(p.path),
-                escape(p.labels[0]),
-                escape(p.superclass or ""),
-                f"{100 * p.probabilities[0]:.1f}%",
-                rest,
-                "",
-            )
+            cells = [escape(p.labels[0]), escape(p.superclass or "")]
+            cells += [f"{100 * p.probabilities[0]:.1f}%", *([rest] if runners_up else []), ""]
         else:
-            table.add_row(_shown_path(p.path), "", "", "", "", escape(p.error))
+            cells = ["", "", "", *([""] if runners_up else []), escape(p.error)]
+        table.add_row(_shown_path(p.path), *cells)
     console.print(table)
     if len(r.items) > PREDICTION_ROWS_SHOWN:
         console.print(
@@ -106,7 +103,8 @@ def render_predictions(console: Console, r: Predictions) -> None:
     ok = len(r.items) - r.failed
     rate = ok / max(r.seconds, 1e-9)
     console.print(
-        f"{ok:,} predicted, {r.failed:,} failed, in {r.seconds:.2f} s ({rate:,.0f} images/s)"
+        f"{ok:,} predicted, {r.failed:,} failed; decoding and inference {r.seconds:.2f} s "
+        f"({rate:,.0f} images/s)"
     )
 
 
@@ -141,7 +139,12 @@ def render_benchmark(console: Console, r: Benchmark) -> None:
     batch = r.rows[0].batch_size if r.rows else 0
     devices = ", ".join(dict.fromkeys(row.device for row in r.rows))
     table = Table(
-        title=f"{escape(r.source)}: {r.model}, {r.parameters:,} parameters, "
+        title=(
+            f"{r.model} (freshly initialised)"
+            if r.source == f"model {r.model}"
+            else f"{escape(r.source)}: {r.model}"
+        )
+        + f", {r.parameters:,} parameters, "
         f"batch {batch}, {devices}"
     )
     for name in ("mode", "runtime", "precision", "layout"):

@@ -290,10 +290,20 @@ def resolve_config(
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     file_values = read_config_file(config_file) if config_file is not None else {}
     recipe = flags.get("recipe", file_values.get("recipe", "default"))
+    origin = f"{config_file}: " if "recipe" not in flags and "recipe" in file_values else ""
     if not isinstance(recipe, str):
-        raise ConfigError(f"recipe must be a string, got {recipe!r}")
+        raise ConfigError(f"{origin}recipe must be a string, got {recipe!r}")
     if recipe not in RECIPES:
-        raise unknown_name("recipe", recipe, tuple(RECIPES))
+        raise ConfigError(f"{origin}{unknown_name('recipe', recipe, tuple(RECIPES))}")
+    if file_values:
+        # a bad value in the file is named as the file's, not as a flag the user never typed
+        try:
+            TrainConfig.from_dict({**RECIPES[recipe], **file_values, "recipe": recipe})
+        except ConfigError as exc:
+            message = str(exc)
+            raise ConfigError(
+                message if message.startswith(str(config_file)) else f"{config_file}: {message}"
+            ) from None
     merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}
     return TrainConfig.from_dict(merged, source=str(config_file or source))
 

@@ -175,16 +175,20 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None) -> Path | None
 
 
 def load_dataset(
-    dataset: str = "cifar100", data_dir: str | os.PathLike | None = None, download: bool = True
+    dataset: str = "cifar100",
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+    searched_too: str | None = None,
 ) -> CifarData:
-    """Load a CIFAR dataset from a local copy, downloading it (verified) only when absent."""
+    """Load a CIFAR dataset from a local copy, downloading it (verified) only when absent.
+    `searched_too`: a folder the caller already looked in, named when nothing is found."""
     spec = get_spec(dataset)
     source = locate(spec, data_dir)
     if source is None:
         root = default_data_dirs(data_dir)[0]
         if not download:
-            raise DataError(_missing_message(spec, root, "downloads are off"))
-        source = _download(spec, root)
+            raise DataError(_missing_message(spec, root, "downloads are off", searched_too))
+        source = _download(spec, root, searched_too)
     files = _read_files(spec, source)
     try:
         return _build(spec, source, files)
@@ -195,15 +199,16 @@ def load_dataset(
         ) from None
 
 
-def _missing_message(spec: DatasetSpec, root: Path, why: str) -> str:
+def _missing_message(spec: DatasetSpec, root: Path, why: str, searched_too: str | None) -> str:
+    also = f" (nor in {searched_too})" if searched_too else ""
     return (
-        f"{spec.title} not found in {root} ({why}): put {spec.archive} or its extracted "
+        f"{spec.title} not found in {root}{also} ({why}): put {spec.archive} or its extracted "
         f"{spec.folder}/ folder there, or point --data-dir / $CIFARNET_DATA at the folder "
         f"holding it (download: {spec.url})"
     )
 
 
-def _download(spec: DatasetSpec, root: Path) -> Path:
+def _download(spec: DatasetSpec, root: Path, searched_too: str | None = None) -> Path:
     """Download to a temporary name, verify the md5, then rename: a broken-off download is never
     taken for a complete archive."""
     from torchvision.datasets.utils import check_integrity, download_url
@@ -225,7 +230,9 @@ def _download(spec: DatasetSpec, root: Path) -> Path:
     except Exception as exc:  # network errors come in many types (URLError, OSError, HTTPError)
         _remove_empty(made)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(_missing_message(spec, root, f"download failed: {reason}")) from None
+        raise DataError(
+            _missing_message(spec, root, f"download failed: {reason}", searched_too)
+        ) from None
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -189,7 +189,9 @@ def evaluate(
             f"{loaded.path} is a {info.dataset} model ({info.num_classes} classes); "
             f"it cannot be evaluated on {dataset}"
         )
-    data = load_dataset(info.dataset, find_data_dir(info, data_dir), download=download)
+    found = find_data_dir(info, data_dir)
+    run_folder = info.data_dir if data_dir is None and found is None else None
+    data = load_dataset(info.dataset, found, download=download, searched_too=run_folder)
     if data.classes != info.classes:
         raise DataError(
             f"the class names of {data.source} differ from those stored in {loaded.path}"

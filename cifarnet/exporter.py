@@ -183,7 +183,8 @@ def output_paths(
         fmt = formats[0]
         wanted = ".onnx" if fmt == "onnx" else ".pt"
         if not name.endswith(wanted):
-            raise ConfigError(f"--out {out}: a {fmt} file name must end in {wanted}")
+            kind = {"onnx": "an ONNX", "torchscript": "a TorchScript"}[fmt]
+            raise ConfigError(f"--out {out}: {kind} file name must end in {wanted}")
         return {fmt: out}
     for suffix in (".onnx", ".torchscript.pt", ".pt"):
         if name.endswith(suffix):

@@ -236,10 +236,14 @@ class LoadedModel:
 
 
 def resolve_model_path(path: str | os.PathLike | None) -> tuple[Path, bool]:
-    """(path, defaulted): the given path, or the newest runs/*/best.pt under the current folder."""
+    """(path, defaulted): the given path (a run folder stands for its best.pt), or the newest
+    runs/*/best.pt under the current folder."""
     if path is None:
         return find_latest_checkpoint(), True
-    return Path(path), False
+    path = Path(path)
+    if path.is_dir() and (path / "best.pt").is_file():
+        return path / "best.pt", False
+    return path, False
 
 
 def load_inference_model(

@@ -279,8 +279,15 @@ def test_a_checkpoint_cut_off_anywhere_is_called_truncated(tmp_path: Path, run_d
 def test_missing_file_and_folder(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no such checkpoint file"):
         load_checkpoint(tmp_path / "nope.pt")
-    with pytest.raises(CheckpointError, match="is a folder"):
+    with pytest.raises(CheckpointError, match=r"is a folder without a best\.pt"):
         load_checkpoint(tmp_path)
+    notes = tmp_path / "notes.pt"
+    notes.write_text("hello notes\n")  # torch's own error here is "KeyError: 104"
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(notes)
+    assert (
+        str(err.value) == f"{notes} is not a PyTorch checkpoint (not a file written by torch.save)"
+    )
 
 
 def test_wrong_architecture(tmp_path: Path, run_dir: Path) -> None:

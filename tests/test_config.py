@@ -106,8 +106,10 @@ def test_bad_values_are_config_errors(flags: dict, message: str) -> None:
 )
 def test_bad_config_file_values(tmp_path: Path, values: dict, message: str) -> None:
     path = _write(tmp_path / "c.json", values)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=message) as err:
         resolve_config({}, path)
+    assert str(err.value).startswith(f"{path}: ")  # the file is named, once
+    assert str(err.value).count(str(path)) == 1
 
 
 def test_unreadable_config_files(tmp_path: Path) -> None:

@@ -264,6 +264,14 @@ def test_python_api_takes_a_torch_device_and_reports_progress(run, cifar100_dir)
     assert calls == [(64, 200), (128, 200), (192, 200), (200, 200)]  # after each batch
 
 
+def test_a_run_folder_stands_for_its_best_pt(run, cifar100_dir):
+    args = ["evaluate", str(run), "--data-dir", str(cifar100_dir), "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"using {run / 'best.pt'} (the run's best.pt)" in result.stderr
+    assert str(run / "best.pt") in result.stdout
+
+
 def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
     from cifarnet.evaluation import evaluate
 
@@ -464,3 +472,19 @@ def test_class_names_are_printed_literally_not_as_rich_markup():
     text = screen.getvalue()
     for name in names:  # in the best/worst table and the confused pairs alike
         assert text.count(name) >= 2, name
+
+
+def test_missing_data_names_every_folder_looked_in(run, tmp_path, monkeypatch):
+    from cifarnet.errors import DataError
+    from cifarnet.evaluation import evaluate
+
+    data = tmp_path / "data"  # the folder the run trained from, since moved away
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["train_config"]["data_dir"] = str(data)
+    torch.save(ckpt, tmp_path / "best.pt")
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as err:
+        evaluate(tmp_path / "best.pt", device="cpu", download=False)
+    assert f"not found in {tmp_path / 'cache'} (nor in {data}) (downloads are off)" in str(
+        err.value
+    )

@@ -191,3 +191,16 @@ def test_bad_options_are_one_line(run, photos, extra, message):
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_piped_output_keeps_each_row_on_one_line_and_lists_the_whole_top_k(run, tmp_path):
+    deep = tmp_path / ("a-folder-name-long-enough-to-push-the-row-past-eighty-columns" * 2)
+    _save(deep / "picture.png", Image.new("RGB", (32, 32), (200, 10, 10)))
+    result = runner.invoke(app, ["predict", str(deep), *_args(run), "--topk", "3"])
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if "picture.png" in line)
+    assert str(deep / "picture.png") in row  # not folded at 80 columns: grep finds it whole
+    assert "next 2" in result.stdout  # the label column has the first class, this the others
+    assert row.count("%") == 3  # the top class's probability, and the 2 runners-up
+    one = runner.invoke(app, ["predict", str(deep), *_args(run), "--topk", "1"])
+    assert "next" not in one.stdout
