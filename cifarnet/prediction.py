@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,10 @@ def predict(
         check_new_files([out], force)
     loaded = load_inference_model(model, device, precision)
     k = min(topk, loaded.info.num_classes)
+    if k < topk:
+        warnings.warn(
+            f"--topk {topk} is more than the model's {k} classes; listing all {k}", stacklevel=2
+        )
     t0 = time.perf_counter()
     inputs = _inputs(sources)
     items = []

@@ -204,3 +204,11 @@ def test_piped_output_keeps_each_row_on_one_line_and_lists_the_whole_top_k(run, 
     assert row.count("%") == 3  # the top class's probability, and the 2 runners-up
     one = runner.invoke(app, ["predict", str(deep), *_args(run), "--topk", "1"])
     assert "next" not in one.stdout
+
+
+def test_topk_above_the_class_count_lists_all_classes_with_a_warning(run, photos):
+    from cifarnet.prediction import predict
+
+    with pytest.warns(UserWarning, match="--topk 101 is more than the model's 100 classes"):
+        result = predict([photos / "a_big.jpg"], run / "best.pt", topk=101, device="cpu")
+    assert result.topk == 100 and len(result.items[0].labels) == 100
