@@ -24,7 +24,13 @@ from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_mo
 from cifarnet.data import get_spec
 from cifarnet.engine import train_step
 from cifarnet.errors import CheckpointError, ConfigError, DeviceError
-from cifarnet.inference import INPUT_NAME, ModelInfo, NormalizedModel, fold_batchnorm
+from cifarnet.inference import (
+    INPUT_NAME,
+    ModelInfo,
+    NormalizedModel,
+    fold_batchnorm,
+    resolve_model_path,
+)
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.outputs import check_csv_name, check_new_files, write_csv
 from cifarnet.runtime import Runtime, cpu_has_native_bf16, is_out_of_memory, resolve_device
@@ -143,6 +149,7 @@ def _network(
         except CheckpointError:
             model = DEFAULT_MODEL
     if checkpoint is not None:
+        checkpoint, _ = resolve_model_path(checkpoint)  # a run folder stands for its best.pt
         if str(checkpoint).lower().endswith(".onnx"):
             raise ConfigError(
                 f"{checkpoint}: benchmark takes a checkpoint (.pt); it makes its ONNX row itself"

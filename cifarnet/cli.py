@@ -307,6 +307,7 @@ def train(
 
         if resume is not None:
             if config is not None:
+                resolve_config({}, config)  # a bad value in the file is named as the file's
                 given = {**read_config_file(config), **given}
             train_config, overrides = None, given
         else:
@@ -601,6 +602,8 @@ def benchmark(
         if checkpoint is None and model is None:
             with contextlib.suppress(CheckpointError):  # no run: a fresh resnet_reference
                 checkpoint = _resolve_model(None)
+        elif checkpoint is not None:
+            checkpoint = _resolve_model(checkpoint)  # a run folder: its best.pt
         result = run_benchmark(
             checkpoint,
             model=model,

@@ -13,8 +13,10 @@ training images seen (interpolated between its epochs). With --plot it draws bot
     python scripts/compare_writeup_curve.py runs/e70-reference \
         --post ../shared/reference/original-post.txt [--plot curve.png]
 
-Prints the table, then one JSON line: epochs compared, mean and largest |difference| of
-top-1 in points, and both top-1 figures at the last epoch compared.
+Prints the table, then one JSON line: epochs compared; mean and largest |difference| of top-1
+in points by epoch, and the mean by images seen; at the last epoch compared, the write-up's
+test top-1 by epoch and by images seen, and the run's validation top-1. (The training losses
+compare like for like only for the reference recipe: the others add label smoothing.)
 """
 
 from __future__ import annotations

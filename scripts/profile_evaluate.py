@@ -52,13 +52,15 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=12, help="slowest primitives to list")
-    parser.add_argument("extra", nargs="*", help="more cifarnet evaluate flags, after --")
-    args = parser.parse_args()
+    # more `cifarnet evaluate` flags, after `--`: read as unknown arguments, since argparse
+    # cannot take a trailing positional list after the checkpoint and an option
+    args, extra = parser.parse_known_args()
+    extra = extra[1:] if extra[:1] == ["--"] else extra
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "eval.csv"
         cmd = [
             sys.executable, "-m", "cifarnet", "evaluate", str(args.checkpoint),
-            "--data-dir", str(args.data_dir), "--out", str(out), *args.extra,
+            "--data-dir", str(args.data_dir), "--out", str(out), *extra,
         ]  # fmt: skip
         env = {**os.environ, "ONEDNN_VERBOSE": "profile_exec"}
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)

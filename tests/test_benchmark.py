@@ -148,3 +148,10 @@ def test_out_must_name_a_csv_file_and_is_checked_before_any_timing(tmp_path, mon
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "give a .csv file name (e.g. bench.csv)" in result.stderr
     assert not (tmp_path / "bench.txt").exists()
+
+
+def test_a_run_folder_stands_for_its_best_pt(run):
+    args = [str(run), "--device", "cpu", "--batch-size", "2", "--seconds", "0.01"]
+    result = runner.invoke(app, ["benchmark", *args, "--no-train", "--no-onnx"])
+    assert result.exit_code == 0, result.output
+    assert f"using {run / 'best.pt'} (the run's best.pt)" in result.stderr

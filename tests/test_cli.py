@@ -337,3 +337,11 @@ def test_counting_bar_on_a_terminal_only_and_gone_after_an_error() -> None:
     shown = screen.getvalue()
     assert shown.rindex("\x1b[?25h") > shown.rindex("\x1b[?25l")  # the cursor is shown again
     assert shown.endswith("\x1b[2K")  # and the transient bar erased
+
+
+def test_resume_with_a_config_file_names_the_file_in_its_errors(tmp_path) -> None:
+    path = tmp_path / "more.json"
+    path.write_text(json.dumps({"epochs": "three"}))
+    result = runner.invoke(app, ["train", "--resume", "runs/x/last.pt", "--config", str(path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"error: {path}: --epochs must be a positive integer")
