@@ -23,7 +23,7 @@ import torch
 from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
 from cifarnet.data import get_spec
 from cifarnet.engine import train_step
-from cifarnet.errors import CheckpointError, ConfigError, DeviceError
+from cifarnet.errors import CheckpointError, ConfigError
 from cifarnet.inference import (
     INPUT_NAME,
     ModelInfo,
@@ -33,7 +33,7 @@ from cifarnet.inference import (
 )
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.outputs import check_csv_name, check_new_files, write_csv
-from cifarnet.runtime import Runtime, cpu_has_native_bf16, is_out_of_memory, resolve_device
+from cifarnet.runtime import Runtime, cpu_has_native_bf16, out_of_memory_as, resolve_device
 
 DEFAULT_MODEL = "resnet_reference"
 COLUMNS = [
@@ -120,15 +120,11 @@ def benchmark(
         # compile is slow to warm up: only at the fastest precision available
         for rt in runtimes[-1:] if compiled else runtimes:
             for mode in modes:
-                try:
+                with out_of_memory_as(
+                    f"out of memory on {dev} at batch size {batch_size} ({mode}, "
+                    f"{rt.precision}); try a smaller --batch-size"
+                ):
                     rows.append(_time_torch(base, rt, mode, batch_size, seconds, compiled, info))
-                except RuntimeError as exc:
-                    if not is_out_of_memory(exc):
-                        raise
-                    raise DeviceError(
-                        f"out of memory on {dev} at batch size {batch_size} ({mode}, "
-                        f"{rt.precision}); try a smaller --batch-size"
-                    ) from None
     if onnx:
         row = _time_onnx(base, info, batch_size, seconds, skipped)
         if row is not None:

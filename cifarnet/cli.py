@@ -294,10 +294,10 @@ def train(
     }
     given = {k: v for k, v in flags.items() if v is not None}
     # a first Ctrl-C stops training at a safe point, saved; a second one aborts
-    progress: list[Any] = []  # the callbacks, once made: they know the run folder
+    callbacks: Any = None  # made inside the block below; once made, they know the run folder
 
     def abort_note() -> str:
-        run_dir = progress[0].info.get("run_dir") if progress else None
+        run_dir = callbacks.info.get("run_dir") if callbacks is not None else None
         if resume is not None or (run_dir and (Path(run_dir) / "last.pt").is_file()):
             return "the last saved checkpoint is intact"
         return "no checkpoint had been saved yet"
@@ -316,7 +316,6 @@ def train(
         from cifarnet.trainer import train as run_training
 
         callbacks = make_train_callbacks(_console(), quiet)
-        progress.append(callbacks)
         try:
             run_training(train_config, resume=resume, overrides=overrides, callbacks=callbacks)
         finally:

@@ -8,10 +8,12 @@ valid `--config` file.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,18 +223,12 @@ class TrainConfig:
                 f"{source}: unknown setting(s) {', '.join(unknown)}; "
                 f"valid: {', '.join(sorted(known))}"
             )
-        token = _FROM_VALUES.set(True)
-        try:
+        with _values_as_given():
             return cls(**{k: v for k, v in values.items() if k in known})
-        finally:
-            _FROM_VALUES.reset(token)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        token = _FROM_VALUES.set(True)  # changes to a config already built: not a new label
-        try:
+        with _values_as_given():  # changes to a config already built: not a new label
             return dataclasses.replace(self, **changes)
-        finally:
-            _FROM_VALUES.reset(token)
 
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
@@ -266,6 +262,16 @@ def _check_types(config: TrainConfig) -> None:
 # and flags, or a run's saved config): there the values are what the user chose, whatever the
 # recipe label; only a TrainConfig(...) written by hand is checked against its label.
 _FROM_VALUES: contextvars.ContextVar[bool] = contextvars.ContextVar("_FROM_VALUES", default=False)
+
+
+@contextlib.contextmanager
+def _values_as_given() -> Iterator[None]:
+    """Configs built inside skip the recipe-label check (see _FROM_VALUES)."""
+    token = _FROM_VALUES.set(True)
+    try:
+        yield
+    finally:
+        _FROM_VALUES.reset(token)
 
 
 def _check_recipe_applied(config: TrainConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,18 @@ def is_out_of_memory(exc: RuntimeError) -> bool:
         or "can't allocate memory" in text
         or "out of memory" in text
     )
+
+
+@contextlib.contextmanager
+def out_of_memory_as(message: str) -> Iterator[None]:
+    """Turn an out-of-memory error inside the block into DeviceError(message), one line for
+    the user; any other RuntimeError passes through."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise DeviceError(message) from None
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

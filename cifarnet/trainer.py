@@ -44,7 +44,6 @@ from cifarnet.errors import (
     Aborted,
     CheckpointError,
     ConfigError,
-    DeviceError,
     DivergenceError,
     OutputError,
     TrainingInterrupted,
@@ -52,7 +51,7 @@ from cifarnet.errors import (
 from cifarnet.metrics_log import MetricsLog
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.models.resnet import zero_init_residual
-from cifarnet.runtime import Runtime, is_out_of_memory, resolve_runtime, seed_everything
+from cifarnet.runtime import Runtime, out_of_memory_as, resolve_runtime, seed_everything
 from cifarnet.schedule import lr_factor
 
 MAX_WARMUP_FRACTION = 0.2
@@ -495,17 +494,13 @@ class Trainer:
                 x = resize_batch(
                     x, training_resolution(c.resize_from, self._progress_fraction(steps))
                 )
-            try:
+            with out_of_memory_as(
+                f"out of memory on {rt.device} at batch size {c.batch_size}; "
+                "try a smaller --batch-size"
+            ):
                 result = train_step(
                     self.forward_model, x, y, self.optimizer, rt, c.label_smoothing, self.scaler
                 )
-            except RuntimeError as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                raise DeviceError(
-                    f"out of memory on {rt.device} at batch size {c.batch_size}; "
-                    "try a smaller --batch-size"
-                ) from None
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
             loss_sum += result.loss_sum
@@ -608,15 +603,11 @@ class Trainer:
         self.callbacks.on_epoch_end(row)
 
     def _evaluate(self, loader: BatchLoader, keep_logits: bool = False) -> EvalResult:
-        try:
+        with out_of_memory_as(
+            f"out of memory on {self.runtime.device} while evaluating batches of "
+            f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
+        ):
             return evaluate(self.eval_forward, loader.batches(), self.runtime, keep_logits)
-        except RuntimeError as exc:
-            if not is_out_of_memory(exc):
-                raise
-            raise DeviceError(
-                f"out of memory on {self.runtime.device} while evaluating batches of "
-                f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
-            ) from None
 
     def _check_weights(self, where: str, lr: float) -> None:
         """An update can overflow the weights while the loss that drove it was still finite:
