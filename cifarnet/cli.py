@@ -197,6 +197,22 @@ def train(
         int | None,
         typer.Option(help="Cutout square size in pixels (0 = off).", show_default="from recipe"),
     ] = None,
+    mixup: Annotated[
+        float | None,
+        typer.Option(
+            help="MixUp: blend each image with another, ratio ~ Beta(a, a); a = 0.2 is usual "
+            "(0 = off).",
+            show_default="from recipe",
+        ),
+    ] = None,
+    cutmix: Annotated[
+        float | None,
+        typer.Option(
+            help="CutMix: paste a box from another image, kept share ~ Beta(a, a); a = 1.0 is "
+            "usual (0 = off). With --mixup too, each batch uses one of the two.",
+            show_default="from recipe",
+        ),
+    ] = None,
     resize_from: Annotated[
         int | None,
         typer.Option(
@@ -279,6 +295,8 @@ def train(
         "warmup_epochs": warmup_epochs,
         "ema_decay": ema,
         "cutout": cutout,
+        "mixup": mixup,
+        "cutmix": cutmix,
         "resize_from": resize_from,
         "val_size": val_size,
         "subset": subset,

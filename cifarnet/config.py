@@ -46,6 +46,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         zero_init_residual=False,
         ema_decay=0.0,
         cutout=0,
+        mixup=0.0,
+        cutmix=0.0,
     ),
     # Our default on the same network: batch 128 (twice the steps per epoch), a 10x higher peak lr
     # reached by linear warm-up, cosine decay to zero, Nesterov momentum, weight decay 5e-4 (not
@@ -67,6 +69,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         zero_init_residual=True,
         ema_decay=0.0,
         cutout=0,
+        mixup=0.0,
+        cutmix=0.0,
     ),
     # Time-to-accuracy, after airbench's hyper-parameters (translated from its summed loss to a
     # mean loss): the wide, shallow FastNet with a whitened stem, batch 1024, Nesterov SGD at a
@@ -89,6 +93,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         ema_decay=0.0,
         crop_padding=2,
         cutout=0,
+        mixup=0.0,
+        cutmix=0.0,
         resize_from=24,
     ),
 }
@@ -137,6 +143,8 @@ class TrainConfig:
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0
+    mixup: float = 0.0  # Beta(alpha, alpha) of MixUp's blend ratio; 0 = off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix's kept share; 0 = off
     resize_from: int = 32
     val_size: int = 5000
     subset: int | None = None
@@ -176,7 +184,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{flag_name(name)} must be in [0, 1), got {value!r}")
-        for name in ("weight_decay", "warmup_epochs", "bias_lr_scale"):
+        for name in ("weight_decay", "warmup_epochs", "bias_lr_scale", "mixup", "cutmix"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {value!r}")

@@ -30,7 +30,9 @@ def train_step(
     label_smoothing: float = 0.0,
     scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
-    """Forward, backward and optimizer step on one batch (N, 3, H, W) / (N,)."""
+    """Forward, backward and optimizer step on one batch: images (N, 3, H, W); labels (N,) class
+    indices, or (N, classes) soft targets (MixUp / CutMix), where a top-1 hit means the
+    prediction is the target's largest share."""
     with runtime.autocast():
         logits = model(images)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
@@ -43,7 +45,8 @@ def train_step(
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        correct = (logits.argmax(1) == labels).sum()
+        hard = labels if labels.dim() == 1 else labels.argmax(1)
+        correct = (logits.argmax(1) == hard).sum()
     return StepResult(loss.detach() * len(labels), correct, len(labels))
 
 

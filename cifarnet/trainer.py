@@ -49,6 +49,7 @@ from cifarnet.errors import (
     TrainingInterrupted,
 )
 from cifarnet.metrics_log import MetricsLog
+from cifarnet.mixing import BatchMix
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.models.resnet import zero_init_residual
 from cifarnet.runtime import Runtime, out_of_memory_as, resolve_runtime, seed_everything
@@ -285,6 +286,7 @@ class Trainer:
         normalize = Normalize(data.spec.mean, data.spec.std, dev, self.runtime.channels_last)
         self.normalize = normalize
         augment = Augment(c.crop_padding, c.flip, c.cutout)
+        self.mix = BatchMix(c.mixup, c.cutmix)
         # moved once to the device as uint8; batches are cut, augmented and normalised there
         self.train_loader = BatchLoader(
             data.train_images[train_idx].to(dev),
@@ -494,6 +496,8 @@ class Trainer:
                 x = resize_batch(
                     x, training_resolution(c.resize_from, self._progress_fraction(steps))
                 )
+            if self.mix.enabled:
+                x, y = self.mix(x, y, self.num_classes, (c.seed, epoch, step))
             with out_of_memory_as(
                 f"out of memory on {rt.device} at batch size {c.batch_size}; "
                 "try a smaller --batch-size"

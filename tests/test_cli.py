@@ -176,6 +176,8 @@ def test_train_end_to_end(cifar100_dir: Path, tmp_path: Path) -> None:
         (["--schedule", "step"], "unknown schedule 'step'"),
         (["--ema", "1.5"], "--ema must be in [0, 1), got 1.5"),
         (["--cutout", "40"], "--cutout must be at most 32"),
+        (["--mixup=-0.2"], "--mixup must be >= 0, got -0.2"),
+        (["--cutmix", "inf"], "--cutmix must be >= 0, got inf"),
         (["--name", "../escape"], "--name must be a plain folder name"),
         (["--config", "missing.json"], "config file not found: missing.json"),
         (["--config", "."], "cannot read config file ."),

@@ -85,7 +85,8 @@ class KeepLast(TrainCallbacks):
 def exact_setup(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path):
     """A 3-epoch run with everything that carries state across a resume: warm-up + cosine lr
     by global step, momentum, EMA weights, dropout (the global RNG), shuffling + augmentation
-    (the per-epoch generator). 96 images in batches of 32: 3 steps per epoch."""
+    (the per-epoch generator), MixUp / CutMix (drawn per step). 96 images in batches of 32:
+    3 steps per epoch."""
     runs = tmp_path_factory.mktemp("exact")
     config = resolve_config(
         {
@@ -98,6 +99,8 @@ def exact_setup(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path):
             "val_size": 20,
             "eval_batch_size": 256,
             "ema_decay": 0.9,
+            "mixup": 0.2,
+            "cutmix": 1.0,
             "runs_dir": str(runs),
             "device": "cpu",
             "precision": "fp32",
