@@ -34,7 +34,7 @@ class BatchMix:
         """images (N, C, H, W) float, labels (N,) int -> mixed images (N, C, H, W) and soft
         targets (N, num_classes) float32 whose rows sum to 1. `key` seeds this batch's draw
         (e.g. (seed, epoch, step))."""
-        rng = np.random.default_rng(key)
+        rng = np.random.default_rng([k % 2**64 for k in key])  # numpy refuses negative seeds
         use_cutmix = self.cutmix > 0 and (self.mixup <= 0 or rng.random() < 0.5)
         alpha = self.cutmix if use_cutmix else self.mixup
         lam = float(rng.beta(alpha, alpha))  # share of each image that stays its own

@@ -58,6 +58,14 @@ def test_draws_are_keyed_and_both_kinds_are_used_when_both_are_on() -> None:
     assert kinds == {"mixup", "cutmix"}
 
 
+def test_a_negative_seed_is_a_valid_key() -> None:
+    images, labels = _batch()
+    mix = BatchMix(mixup=0.2)
+    mixed, targets = mix(images, labels, CLASSES, (-3, 1, 1))  # --seed -3 is allowed
+    torch.testing.assert_close(targets.sum(1), torch.ones(len(labels)))
+    assert not torch.equal(mixed, mix(images, labels, CLASSES, (3, 1, 1))[0])
+
+
 def test_off_unless_an_alpha_is_positive() -> None:
     assert not BatchMix().enabled
     assert BatchMix(mixup=0.2).enabled and BatchMix(cutmix=1.0).enabled
