@@ -1,0 +1,127 @@
+"""Two ways around `cifarnet evaluate`'s CPU ceiling, measured against its own loop.
+
+`evaluate` runs one stream of batches with every core working on each batch (PyTorch's
+intra-op threads, eager bf16 with BatchNorm folded). This script times, over the test images
+of CKPT's dataset and in alternating rounds:
+
+- `eager`: that loop (cifarnet.engine.evaluate on the evaluate model, as `evaluate` runs it);
+- `streams`: one single-thread stream per core (Python threads, each with one intra-op thread,
+  taking every n-th batch), as OpenVINO's throughput mode does;
+- `compiled`: the model through `torch.compile` with Inductor's freezing (weights constant,
+  convolution + ReLU/add fused into oneDNN post-ops); its compile time is reported apart.
+
+    python scripts/evaluate_variants.py runs/train/best.pt --data-dir DATA [--rounds 3]
+
+Prints one JSON line per round, then a summary line: images/s per variant, the compile seconds,
+and how far the compiled logits are from eager's (max |delta| and top-1 agreement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+import torch._inductor.config as inductor_config
+
+from cifarnet.data import BatchLoader, load_dataset
+from cifarnet.engine import EvalResult, evaluate
+from cifarnet.inference import LoadedModel, load_inference_model
+
+
+def timed(run) -> tuple[float, EvalResult]:
+    """(images/s, result) of one call of run()."""
+    start = time.perf_counter()
+    result = run()
+    return result.count / (time.perf_counter() - start), result
+
+
+def in_streams(loaded: LoadedModel, batches: list, streams: int) -> EvalResult:
+    """Evaluate with `streams` single-thread workers, worker i taking batches i, i+streams, ..."""
+    parts: list[EvalResult | None] = [None] * streams
+
+    def worker(i: int) -> None:
+        torch.set_num_threads(1)  # per thread: the OpenMP team size of this thread only
+        parts[i] = evaluate(loaded.module, batches[i::streams], loaded.runtime, keep_logits=True)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done = [p for p in parts if p is not None]
+    count = sum(p.count for p in done)
+    return EvalResult(
+        loss=sum(p.loss * p.count for p in done) / count,
+        top1=sum(p.top1 * p.count for p in done) / count,
+        top5=sum(p.top5 * p.count for p in done) / count,
+        count=count,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    loaded = load_inference_model(args.checkpoint, "auto", "auto")
+    data = load_dataset(loaded.info.dataset, args.data_dir, download=False)
+    device = loaded.runtime.device
+    loader = BatchLoader(
+        data.test_images.to(device), data.test_labels.to(device), args.batch_size, loaded.input
+    )
+    batches = list(loader.batches())  # (x float (B, 3, 32, 32), y (B,)), made once
+    cores = torch.get_num_threads()
+
+    def eager() -> EvalResult:
+        return evaluate(loaded.module, batches, loaded.runtime, keep_logits=True)
+
+    inductor_config.freezing = True
+    compiled_module = torch.compile(loaded.module)
+
+    def compiled() -> EvalResult:
+        return evaluate(compiled_module, batches, loaded.runtime, keep_logits=True)
+
+    start = time.perf_counter()
+    compiled()  # the first call compiles
+    compile_seconds = time.perf_counter() - start
+
+    rates: dict[str, list[float]] = {"eager": [], "streams": [], "compiled": []}
+    for r in range(args.rounds):
+        rates["eager"].append(timed(eager)[0])
+        rates["streams"].append(timed(lambda: in_streams(loaded, batches, cores))[0])
+        torch.set_num_threads(cores)  # the main thread's team, untouched by the workers
+        rates["compiled"].append(timed(compiled)[0])
+        print(json.dumps({"round": r + 1, **{k: round(v[-1], 1) for k, v in rates.items()}}))
+
+    reference, fast = eager(), compiled()
+    assert reference.logits is not None and fast.logits is not None  # keep_logits=True
+    print(
+        json.dumps(
+            {
+                "images": reference.count,
+                "batch_size": args.batch_size,
+                "threads": cores,
+                "median_images_per_second": {
+                    k: round(statistics.median(v), 1) for k, v in rates.items()
+                },
+                "compile_seconds": round(compile_seconds, 1),
+                "compiled_max_abs_logit_delta": (fast.logits - reference.logits).abs().max().item(),
+                "compiled_top1_agreement": (
+                    (fast.logits.argmax(1) == reference.logits.argmax(1)).float().mean().item()
+                ),
+                "top1": {"eager": reference.top1, "compiled": fast.top1},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
