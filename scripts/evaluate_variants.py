@@ -7,8 +7,9 @@ of CKPT's dataset and in alternating rounds:
 - `eager`: that loop (cifarnet.engine.evaluate on the evaluate model, as `evaluate` runs it);
 - `streams`: one single-thread stream per core (Python threads, each with one intra-op thread,
   taking every n-th batch), as OpenVINO's throughput mode does;
-- `compiled`: the model through `torch.compile` with Inductor's freezing (weights constant,
-  convolution + ReLU/add fused into oneDNN post-ops); its compile time is reported apart.
+- `compiled`: the model through `torch.compile` with Inductor's freezing (weights as constants,
+  which lets Inductor prepack them and fuse element-wise operations into the convolutions);
+  its compile time is reported apart.
 
     python scripts/evaluate_variants.py runs/train/best.pt --data-dir DATA [--rounds 3]
 
