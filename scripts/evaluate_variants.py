@@ -34,11 +34,11 @@ from cifarnet.engine import EvalResult, evaluate
 from cifarnet.inference import LoadedModel, load_inference_model
 
 
-def timed(run) -> tuple[float, EvalResult]:
-    """(images/s, result) of one call of run()."""
+def images_per_second(run) -> float:
+    """Images/s of one call of run(), which returns the EvalResult of the images it ran."""
     start = time.perf_counter()
-    result = run()
-    return result.count / (time.perf_counter() - start), result
+    count = run().count
+    return count / (time.perf_counter() - start)
 
 
 def in_streams(loaded: LoadedModel, batches: list, streams: int) -> EvalResult:
@@ -55,6 +55,8 @@ def in_streams(loaded: LoadedModel, batches: list, streams: int) -> EvalResult:
     for t in threads:
         t.join()
     done = [p for p in parts if p is not None]
+    if len(done) < streams:  # a worker raised: its traceback is printed above
+        raise RuntimeError("a stream failed; its rate would cover only part of the images")
     count = sum(p.count for p in done)
     return EvalResult(
         loss=sum(p.loss * p.count for p in done) / count,
@@ -96,10 +98,10 @@ def main() -> None:
 
     rates: dict[str, list[float]] = {"eager": [], "streams": [], "compiled": []}
     for r in range(args.rounds):
-        rates["eager"].append(timed(eager)[0])
-        rates["streams"].append(timed(lambda: in_streams(loaded, batches, cores))[0])
+        rates["eager"].append(images_per_second(eager))
+        rates["streams"].append(images_per_second(lambda: in_streams(loaded, batches, cores)))
         torch.set_num_threads(cores)  # the main thread's team, untouched by the workers
-        rates["compiled"].append(timed(compiled)[0])
+        rates["compiled"].append(images_per_second(compiled))
         print(json.dumps({"round": r + 1, **{k: round(v[-1], 1) for k, v in rates.items()}}))
 
     reference, fast = eager(), compiled()
