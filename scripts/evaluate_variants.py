@@ -41,6 +41,17 @@ def images_per_second(run) -> float:
     return count / (time.perf_counter() - start)
 
 
+def against(result: EvalResult, reference: EvalResult) -> dict[str, float]:
+    """Max |delta logit| and top-1 agreement of `result` against `reference` (same images)."""
+    assert result.logits is not None and reference.logits is not None  # keep_logits=True
+    return {
+        "max_abs_logit_delta": (result.logits - reference.logits).abs().max().item(),
+        "top1_agreement": (
+            (result.logits.argmax(1) == reference.logits.argmax(1)).float().mean().item()
+        ),
+    }
+
+
 def in_streams(loaded: LoadedModel, batches: list, streams: int) -> EvalResult:
     """Evaluate with `streams` single-thread workers, worker i taking batches i, i+streams, ..."""
     parts: list[EvalResult | None] = [None] * streams
@@ -105,7 +116,6 @@ def main() -> None:
         print(json.dumps({"round": r + 1, **{k: round(v[-1], 1) for k, v in rates.items()}}))
 
     reference, fast = eager(), compiled()
-    assert reference.logits is not None and fast.logits is not None  # keep_logits=True
     print(
         json.dumps(
             {
@@ -116,10 +126,7 @@ def main() -> None:
                     k: round(statistics.median(v), 1) for k, v in rates.items()
                 },
                 "compile_seconds": round(compile_seconds, 1),
-                "compiled_max_abs_logit_delta": (fast.logits - reference.logits).abs().max().item(),
-                "compiled_top1_agreement": (
-                    (fast.logits.argmax(1) == reference.logits.argmax(1)).float().mean().item()
-                ),
+                **{f"compiled_{k}": v for k, v in against(fast, reference).items()},
                 "top1": {"eager": reference.top1, "compiled": fast.top1},
             }
         )

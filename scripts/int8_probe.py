@@ -29,9 +29,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from evaluate_variants import against, images_per_second  # this folder's sibling script
 
 from cifarnet.data import BatchLoader, load_dataset
-from cifarnet.engine import EvalResult, evaluate
+from cifarnet.engine import evaluate
 from cifarnet.inference import LoadedModel, load_inference_model
 
 
@@ -54,24 +55,6 @@ def quantize_int8(loaded: LoadedModel, calibration: list) -> torch.nn.Module:
             for x, _ in calibration:
                 observed(x)
         return convert_fx(observed)
-
-
-def images_per_second(run) -> float:
-    """Images/s of one call of run(), which returns the EvalResult of the images it ran."""
-    start = time.perf_counter()
-    count = run().count
-    return count / (time.perf_counter() - start)
-
-
-def against(result: EvalResult, reference: EvalResult) -> dict[str, float]:
-    """Max |delta logit| and top-1 agreement of `result` against `reference` (same images)."""
-    assert result.logits is not None and reference.logits is not None  # keep_logits=True
-    return {
-        "max_abs_logit_delta": (result.logits - reference.logits).abs().max().item(),
-        "top1_agreement": (
-            (result.logits.argmax(1) == reference.logits.argmax(1)).float().mean().item()
-        ),
-    }
 
 
 def main() -> None:
@@ -102,7 +85,8 @@ def main() -> None:
         "bf16": lambda: evaluate(bf16.module, test_bf16, bf16.runtime, keep_logits=True),
         "int8": lambda: evaluate(int8_module, test_fp32, fp32.runtime, keep_logits=True),
     }
-    variants["int8"]()  # the first call packs the int8 weights for oneDNN
+    for run in variants.values():  # warm-up: first calls create oneDNN's primitives, untimed
+        run()
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(args.rounds):
         for name, run in variants.items():
