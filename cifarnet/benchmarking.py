@@ -5,7 +5,8 @@ Rows: eager fp32; eager with reduced-precision autocast (bf16, fp16 on GPUs with
 channels_last where the hardware computes it natively; torch.compile'd (optional: slow to
 compile on a CPU); ONNX Runtime (inference, CPU, fp32). All rows run the exported form of the
 model (`NormalizedModel`: [0, 1] input, normalisation inside); the PyTorch inference rows run
-it as evaluate and predict do, with BatchNorm folded into the convolutions.
+it as evaluate and predict do, with BatchNorm folded into the convolutions (and, eager on a CPU,
+each convolution fused with the ReLU or residual addition after it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from cifarnet.inference import (
     INPUT_NAME,
     ModelInfo,
     NormalizedModel,
-    fold_batchnorm,
+    prepare_for_inference,
     resolve_model_path,
 )
 from cifarnet.models import count_parameters, create_model, model_config
@@ -186,8 +187,8 @@ def _time_torch(
     info: ModelInfo,
 ) -> BenchmarkRow:
     model = copy.deepcopy(base)
-    if mode == "inference":
-        model = fold_batchnorm(model)  # as evaluate and predict run it
+    if mode == "inference":  # as evaluate and predict run it; Inductor fuses by itself
+        model = prepare_for_inference(model, rt, info.image_size, fuse=not compiled)
     model.to(rt.device, memory_format=rt.memory_format())
     forward = torch.compile(model) if compiled else model
     g = torch.Generator(device=rt.device).manual_seed(0)

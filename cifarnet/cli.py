@@ -401,7 +401,7 @@ def evaluate(
             "train (the images the run trained on)."
         ),
     ] = "test",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 500,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 1000,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     tta: Annotated[

@@ -157,7 +157,7 @@ def evaluate(
     data_dir: str | os.PathLike | None = None,
     dataset: str | None = None,
     split: str = "test",
-    batch_size: int = 500,
+    batch_size: int = 1000,
     device: str = "auto",
     precision: str = "auto",
     tta: bool = False,

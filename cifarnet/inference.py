@@ -21,6 +21,7 @@ from torch import nn
 from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
 from cifarnet.data import Normalize, get_spec, locate
 from cifarnet.errors import CheckpointError, CifarnetError, ConfigError
+from cifarnet.fusion import fuse_convolutions
 from cifarnet.runtime import Runtime, resolve_runtime
 
 INPUT_CONTRACT = (
@@ -156,6 +157,22 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return traced
 
 
+def prepare_for_inference(
+    model: nn.Module, runtime: Runtime, image_size: int, fuse: bool = True
+) -> nn.Module:
+    """`model` as evaluate, predict and benchmark run it: in eval mode, BatchNorm folded, on the
+    runtime's device and memory format and, with `fuse` on a CPU in fp32 or bf16, with its
+    convolutions fused with the ReLU or residual addition after them (cifarnet.fusion)."""
+    module = fold_batchnorm(model)
+    module.to(runtime.device, memory_format=runtime.memory_format()).eval()
+    if not fuse or runtime.device.type != "cpu" or runtime.precision not in ("fp32", "bf16"):
+        return module
+    dtype = torch.bfloat16 if runtime.precision == "bf16" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    example = torch.rand(2, 3, image_size, image_size, generator=generator)
+    return fuse_convolutions(module, dtype, example)  # type: ignore[arg-type]
+
+
 def contract_input(device: torch.device, channels_last: bool = False) -> Normalize:
     """The one conversion of uint8 images (N, 3, H, W) into model input: float in [0, 1]
     (x / 255, as the data layer's Normalize with mean 0 and std 1)."""
@@ -247,9 +264,14 @@ def resolve_model_path(path: str | os.PathLike | None) -> tuple[Path, bool]:
 
 
 def load_inference_model(
-    path: str | os.PathLike | None = None, device: str = "auto", precision: str = "auto"
+    path: str | os.PathLike | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    fuse: bool = True,
 ) -> LoadedModel:
-    """A checkpoint (best.pt / last.pt of any run) or an exported .onnx file, ready to run."""
+    """A checkpoint (best.pt / last.pt of any run) or an exported .onnx file, ready to run.
+    `fuse=False` keeps a checkpoint's convolutions plain nn.Conv2d modules (for tools that
+    rewrite the graph themselves, e.g. quantization or torch.compile)."""
     resolved, defaulted = resolve_model_path(path)
     if resolved.suffix.lower() == ".onnx":
         if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
@@ -266,8 +288,8 @@ def load_inference_model(
     ckpt = load_checkpoint(resolved)
     info = ModelInfo.from_checkpoint(ckpt, str(resolved))
     runtime = resolve_runtime(device, precision)
-    module = fold_batchnorm(NormalizedModel(load_model(ckpt, resolved), info.mean, info.std))
-    module.to(runtime.device, memory_format=runtime.memory_format()).eval()
+    network = NormalizedModel(load_model(ckpt, resolved), info.mean, info.std)
+    module = prepare_for_inference(network, runtime, info.image_size, fuse)
     return LoadedModel(module, info, runtime, resolved, "checkpoint", defaulted)
 
 

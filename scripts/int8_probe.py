@@ -1,10 +1,11 @@
 """What int8 would buy `cifarnet evaluate` on a CPU, and what it would cost in accuracy.
 
-`evaluate` runs the checkpoint in bf16 (BatchNorm folded, channels_last), so the accuracy it
-reports is the trained network's up to bf16 rounding. This script quantizes the same folded
-fp32 network to int8 after training (PyTorch's FX graph mode, static quantization with the
-`x86` engine's default settings: per-channel int8 weights, activations observed on
-calibration images) and times, over the test images of CKPT's dataset in alternating rounds:
+`evaluate` runs the checkpoint in bf16 (BatchNorm folded, convolutions fused with the ReLU or
+addition after them, channels_last), so the accuracy it reports is the trained network's up to
+bf16 rounding. This script quantizes the same folded fp32 network to int8 after training
+(PyTorch's FX graph mode, static quantization with the `x86` engine's default settings:
+per-channel int8 weights, activations observed on calibration images) and times, over the
+test images of CKPT's dataset in alternating rounds:
 
 - `bf16`: evaluate's own loop (cifarnet.engine.evaluate on the evaluate model);
 - `int8`: the same loop over the quantized network (int8 convolutions use AVX512-VNNI).
@@ -61,13 +62,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=1000)  # evaluate's default
     parser.add_argument("--calibration", type=int, default=2000, help="training images")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
     bf16 = load_inference_model(args.checkpoint, "cpu", "bf16")
-    fp32 = load_inference_model(args.checkpoint, "cpu", "fp32")
+    fp32 = load_inference_model(args.checkpoint, "cpu", "fp32", fuse=False)  # for prepare_fx
     data = load_dataset(bf16.info.dataset, args.data_dir, download=False)
 
     def batches(loaded: LoadedModel, images: torch.Tensor, labels: torch.Tensor) -> list:

@@ -1,0 +1,130 @@
+"""cifarnet.fusion: convolutions fused with their ReLU / residual addition for CPU inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.fx
+from torch import nn
+
+from cifarnet import fusion
+from cifarnet.fusion import FusedConv2d, FusedConv2dAdd, fuse_convolutions
+from cifarnet.inference import NormalizedModel, fold_batchnorm, prepare_for_inference
+from cifarnet.models import create_model
+from cifarnet.runtime import Runtime
+
+pytestmark = pytest.mark.skipif(
+    not fusion.onednn_fusion_available(), reason="this PyTorch build has no oneDNN fused ops"
+)
+
+
+def trained_looking(name: str) -> nn.Module:
+    """A network of `name` whose BatchNorms hold statistics as after training, folded."""
+    torch.manual_seed(0)
+    model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)  # zero_init_residual would hide the residual branch
+    return fold_batchnorm(model.eval())
+
+
+def counts(model: nn.Module) -> tuple[int, int]:
+    """(fused convolutions, of which fused with an addition)."""
+    fused = [m for m in model.modules() if isinstance(m, FusedConv2d)]
+    return len(fused), sum(isinstance(m, FusedConv2dAdd) for m in fused)
+
+
+# resnet_reference: 28 convolutions, 12 residual additions (no ReLU after them); resnet18: 20
+# convolutions (with 1x1 shortcuts), 8 additions each followed by a ReLU; fastnet: 7 convolutions,
+# only the 3 second convolutions of its stages followed directly by their GELU
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("resnet_reference", (28, 12)), ("resnet18", (20, 8)), ("fastnet", (7, 0))],
+)
+def test_fused_network_computes_the_same_function_in_fp32(name, expected):
+    model = trained_looking(name)
+    x = torch.rand(4, 3, 32, 32)
+    fused = fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32))
+    assert counts(fused) == expected
+    with torch.no_grad():
+        want, got = model(x), fused(x)
+    assert torch.allclose(got, want, atol=1e-5 * want.abs().max().item())
+
+
+def test_fused_bf16_network_stays_within_bf16_rounding_of_the_unfused_one():
+    model = trained_looking("resnet_reference")
+    fused = fuse_convolutions(model, torch.bfloat16, torch.rand(2, 3, 32, 32))
+    x = torch.rand(64, 3, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            unfused_bf16 = model(x).float()
+            got = fused(x).float()
+    convs = [m for m in fused.modules() if isinstance(m, FusedConv2d)]
+    assert {p.dtype for m in convs for p in m.parameters()} == {torch.bfloat16}
+    # the fused graph rounds to bf16 once per block instead of twice: no farther from fp32
+    assert (got - want).abs().max() <= 1.5 * (unfused_bf16 - want).abs().max()
+
+
+class ResidualReadLater(nn.Module):
+    """conv(x) + r, then r read again: the addition must not overwrite r."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Conv2d(3, 4, 3, padding=1)
+        self.second = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.first(x)
+        y = self.second(r) + r
+        return y * r
+
+
+class ResidualIsTheInput(nn.Module):
+    """conv(x) + x: x is the caller's tensor and must come back unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x) + x)
+
+
+@pytest.mark.parametrize("module", [ResidualReadLater, ResidualIsTheInput])
+def test_residual_that_is_still_needed_is_not_overwritten(module):
+    torch.manual_seed(0)
+    model = torch.fx.symbolic_trace(module().eval())
+    fused = fuse_convolutions(model, torch.float32, torch.rand(2, 3, 8, 8))
+    fused_convs, with_addition = counts(fused)
+    assert fused_convs > 0 and with_addition == 0
+    x = torch.rand(2, 3, 8, 8)
+    kept = x.clone()
+    with torch.no_grad():
+        assert torch.allclose(fused(x), model(x), atol=1e-5)
+    assert torch.equal(x, kept)
+
+
+def test_a_fused_copy_that_disagrees_is_not_used(monkeypatch):
+    model = trained_looking("resnet_reference")
+    real = FusedConv2d.forward
+    monkeypatch.setattr(FusedConv2d, "forward", lambda self, x: real(self, x) + 1.0)
+    assert fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32)) is model
+
+
+def test_no_fusion_without_onednn(monkeypatch):
+    model = trained_looking("resnet_reference")
+    monkeypatch.setattr(fusion, "onednn_fusion_available", lambda: False)
+    assert fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32)) is model
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_inference_model_on_cpu_is_fused_unless_asked_not_to(precision):
+    torch.manual_seed(0)
+    model = NormalizedModel(create_model("resnet_reference", 10), [0.5] * 3, [0.25] * 3)
+    runtime = Runtime(torch.device("cpu"), precision, channels_last=precision == "bf16")
+    prepared = prepare_for_inference(model, runtime, 32)
+    assert counts(prepared) == (28, 12)
+    assert counts(prepare_for_inference(model, runtime, 32, fuse=False)) == (0, 0)
