@@ -10,8 +10,9 @@ Verbose logging itself costs a little, so the loop's seconds here run slightly a
     python scripts/profile_evaluate.py runs/train/best.pt --data-dir DATA [-- --batch-size 500]
 
 Prints a table of the slowest primitives, then one JSON line: the loop's seconds and images/s,
-the summed convolution seconds and the images/s they alone would allow, and what the rest of
-the loop (element-wise additions and ReLUs, pooling, the input's conversion) costs.
+the summed convolution seconds (with the ReLUs and additions fused into them) and the images/s
+they alone would allow, and what the rest of the loop (pooling, the input's conversion, and any
+element-wise operation left unfused) costs.
 """
 
 from __future__ import annotations
