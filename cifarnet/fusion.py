@@ -98,25 +98,30 @@ def fuse_convolutions(
 ) -> nn.Module:
     """A copy of `model` (eval mode, CPU) with its convolutions fused as the module docstring
     says, computing in `dtype` (torch.float32 or torch.bfloat16); `model` itself when nothing
-    fuses, oneDNN lacks the ops, or the fused copy does not match `model` in fp32 on
-    `example` (a float input batch, e.g. 2 random images)."""
+    fuses, oneDNN lacks the ops, the fused copy does not match `model` in fp32 on `example` (a
+    float input batch as the model will get it, e.g. 2 random images), or fails to run under
+    CPU autocast to `dtype`."""
     if not (onednn_fusion_available() and isinstance(model, torch.fx.GraphModule)):
         return model
     fused = copy.deepcopy(model).eval()
     if not _fuse(fused):
         return model
+    # any failure means the unfused model, which is only slower (e.g. an addition that
+    # broadcasts, which the fused op cannot do, or a build without these kernels in bf16)
     try:
         with torch.no_grad():
             expected = model(example.clone()).float()
             got = fused(example.clone()).float()
-    except (RuntimeError, TypeError, ValueError):  # e.g. an addition that broadcasts, which
-        return model  # the fused op cannot do: the unfused model is only slower
-    scale = expected.abs().max().clamp_min(1.0)
-    if got.shape != expected.shape or not ((got - expected).abs().max() <= 1e-4 * scale):
+            scale = expected.abs().max().clamp_min(1.0)
+            if got.shape != expected.shape or not (got - expected).abs().max() <= 1e-4 * scale:
+                return model
+            for module in fused.modules():
+                if isinstance(module, FusedConv2d):
+                    module.cast_(dtype)
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                fused(example.clone())  # as inference runs it: autocast for the other layers
+    except (RuntimeError, TypeError, ValueError):
         return model
-    for module in fused.modules():
-        if isinstance(module, FusedConv2d):
-            module.cast_(dtype)
     return fused
 
 

@@ -170,6 +170,7 @@ def prepare_for_inference(
     dtype = torch.bfloat16 if runtime.precision == "bf16" else torch.float32
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(2, 3, image_size, image_size, generator=generator)
+    example = example.contiguous(memory_format=runtime.memory_format())
     return fuse_convolutions(module, dtype, example)  # type: ignore[arg-type]
 
 

@@ -114,6 +114,20 @@ def test_a_fused_copy_that_disagrees_is_not_used(monkeypatch):
     assert fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32)) is model
 
 
+def test_a_fused_copy_that_fails_in_bf16_is_not_used(monkeypatch):
+    model = trained_looking("resnet_reference")
+    real = FusedConv2d.forward
+
+    def fp32_only(self, x):
+        if self.weight.dtype != torch.float32:
+            raise RuntimeError("no bf16 kernel")
+        return real(self, x)
+
+    monkeypatch.setattr(FusedConv2d, "forward", fp32_only)
+    assert fuse_convolutions(model, torch.bfloat16, torch.rand(2, 3, 32, 32)) is model
+    assert counts(fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32))) == (28, 12)
+
+
 def test_no_fusion_without_onednn(monkeypatch):
     model = trained_looking("resnet_reference")
     monkeypatch.setattr(fusion, "onednn_fusion_available", lambda: False)
