@@ -2,8 +2,8 @@
 
 `evaluate` runs one stream of batches with every core working on each batch (PyTorch's
 intra-op threads, eager bf16 with BatchNorm folded and each convolution fused with the ReLU or
-residual addition after it). This script times, over the test images
-of CKPT's dataset and in alternating rounds:
+residual addition after it). This script times, over the test images of CKPT's dataset and in
+alternating rounds:
 
 - `eager`: that loop (cifarnet.engine.evaluate on the evaluate model, as `evaluate` runs it);
 - `streams`: one single-thread stream per core (Python threads, each with one intra-op thread,
