@@ -189,7 +189,8 @@ def _time_torch(
     model = copy.deepcopy(base)
     if mode == "inference":  # as evaluate and predict run it; Inductor fuses by itself
         model = prepare_for_inference(model, rt, info.image_size, fuse=not compiled)
-    model.to(rt.device, memory_format=rt.memory_format())
+    else:
+        model.to(rt.device, memory_format=rt.memory_format())
     forward = torch.compile(model) if compiled else model
     g = torch.Generator(device=rt.device).manual_seed(0)
     shape = (batch_size, 3, info.image_size, info.image_size)

@@ -80,8 +80,7 @@ class FusedConv2dAdd(FusedConv2d):
     memory: the caller must not need `residual` afterwards. Returns that tensor."""
 
     def __init__(self, conv: nn.Conv2d, relu: bool) -> None:
-        super().__init__(conv, "relu" if relu else "none")
-        self.unary_after_add = "relu" if relu else None  # oneDNN takes no other op after a sum
+        super().__init__(conv, "relu" if relu else "none")  # oneDNN takes no other op after a sum
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         dtype = self.weight.dtype
@@ -89,7 +88,8 @@ class FusedConv2dAdd(FusedConv2d):
             residual = residual.to(dtype)
         return torch.ops.mkldnn._convolution_pointwise_.binary(
             residual, x.to(dtype), self.weight, self.bias, self.padding, self.stride,
-            self.dilation, self.groups, "add", 1.0, self.unary_after_add, [], None,
+            self.dilation, self.groups, "add", 1.0,
+            None if self.unary == "none" else self.unary, [], None,  # the binary op's "no op"
         )  # fmt: skip
 
 
@@ -150,8 +150,9 @@ def _fuse(gm: torch.fx.GraphModule) -> bool:
             with graph.inserting_before(add):
                 replacement = graph.call_module(str(node.target), (node.args[0], residual))
             last.replace_all_uses_with(replacement)
-            for dead in (last, add) if last is not add else (add,):
-                graph.erase_node(dead)
+            if last is not add:
+                graph.erase_node(last)
+            graph.erase_node(add)
             graph.erase_node(node)
         else:
             last, unary = _unary_after(node, modules)
