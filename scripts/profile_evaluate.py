@@ -7,12 +7,16 @@ implementation and shape, and compares them with the loop's seconds from the sum
 Verbose logging itself costs a little, so the loop's seconds here run slightly above a plain
 `evaluate`; the convolution sum is the part no framework overhead can shave off.
 
-    python scripts/profile_evaluate.py runs/train/best.pt --data-dir DATA [-- --batch-size 500]
+    python scripts/profile_evaluate.py runs/train/best.pt --data-dir DATA [--peak-gmacs 229]
+        [-- --batch-size 500]
 
-Prints a table of the slowest primitives, then one JSON line: the loop's seconds and images/s,
-the summed convolution seconds (with the ReLUs and additions fused into them) and the images/s
-they alone would allow, and what the rest of the loop (pooling, the input's conversion, and any
-element-wise operation left unfused) costs.
+Prints a table of the slowest primitives (with each convolution's multiply-accumulates per
+second, counting only the kernel taps inside the image: oneDNN skips those over the padding),
+then one JSON line: the loop's seconds and images/s, the summed convolution seconds (with the
+ReLUs and additions fused into them), the images/s they alone would allow and their GMAC/s, and
+what the rest of the loop (pooling, the input's conversion, and any element-wise operation left
+unfused) costs. With --peak-gmacs (from `scripts/dot_product_peak.py`), also the convolutions'
+and the whole loop's share of that ceiling.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -48,11 +53,51 @@ def primitive_times(log: str) -> dict[tuple[str, str, str], list[float]]:
     return dict(totals)
 
 
+def _taps_inside(
+    size_in: int, size_out: int, kernel: int, stride: int, dilation: int, pad: int
+) -> int:
+    """Kernel taps that land inside the input, summed over one spatial axis's output positions
+    (oneDNN skips the taps that would read padding, so those are not work done)."""
+    return sum(
+        0 <= o * stride - pad + k * (dilation + 1) < size_in
+        for o in range(size_out)
+        for k in range(kernel)
+    )
+
+
+def convolution_macs(shape: str) -> int | None:
+    """Multiply-accumulates of one call of a 2-D convolution, from oneDNN's shape string, e.g.
+    mb1000_ic64oc64_ih16oh16kh3sh1dh0ph1_iw16ow16kw3sw1dw0pw1 (None for one it cannot read)."""
+    fields = dict(re.findall(r"([a-z]+)(\d+)", shape))
+    try:
+        per_axis = [
+            _taps_inside(*(int(fields[f"{key}{axis}"]) for key in ("i", "o", "k", "s", "d", "p")))
+            for axis in ("h", "w")
+        ]
+        groups = int(fields.get("g", 1))
+        return (
+            int(fields["mb"])
+            * int(fields["ic"])
+            // groups
+            * int(fields["oc"])
+            * per_axis[0]
+            * per_axis[1]
+        )
+    except KeyError:
+        return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--rows", type=int, default=12, help="slowest primitives to list")
+    parser.add_argument(
+        "--peak-gmacs",
+        type=float,
+        help="this CPU's ceiling in the run's precision (scripts/dot_product_peak.py), to report "
+        "the convolutions' and the whole loop's share of it",
+    )
     # more `cifarnet evaluate` flags, after `--`: read as unknown arguments, since argparse
     # cannot take a trailing positional list after the checkpoint and an option
     args, extra = parser.parse_known_args()
@@ -72,25 +117,33 @@ def main() -> None:
     images, loop_s = int(row["images"]), float(row["seconds"])
     conv_s = sum(ms for (kind, _, _), (_, ms) in totals.items() if kind == "convolution") / 1000
     onednn_s = sum(ms for _, ms in totals.values()) / 1000
-    print(f"{'ms':>9} {'calls':>6}  primitive / implementation / shape")
-    for (kind, impl, shape), (calls, ms) in sorted(totals.items(), key=lambda kv: -kv[1][1])[
-        : args.rows
-    ]:
-        print(f"{ms:9.1f} {calls:6d}  {kind} / {impl} / {shape}")
-    print(
-        json.dumps(
-            {
-                "images": images,
-                "loop_seconds": round(loop_s, 3),
-                "loop_images_per_second": round(images / loop_s, 1),
-                "convolution_seconds": round(conv_s, 3),
-                "convolution_only_images_per_second": round(images / conv_s, 1),
-                "other_onednn_seconds": round(onednn_s - conv_s, 3),
-                "outside_onednn_seconds": round(loop_s - onednn_s, 3),
-                "top1": float(row["top1"]),
-            }
-        )
-    )
+    conv_macs = 0
+    print(f"{'ms':>9} {'calls':>6} {'GMAC/s':>7}  primitive / implementation / shape")
+    for rank, ((kind, impl, shape), (calls, ms)) in enumerate(
+        sorted(totals.items(), key=lambda kv: -kv[1][1])
+    ):
+        macs = convolution_macs(shape) if kind == "convolution" else None
+        conv_macs += (macs or 0) * calls
+        rate = f"{macs * calls / ms / 1e6:7.1f}" if macs else " " * 7
+        if rank < args.rows:
+            print(f"{ms:9.1f} {calls:6d} {rate}  {kind} / {impl} / {shape}")
+    conv_gmacs = conv_macs / conv_s / 1e9
+    summary = {
+        "images": images,
+        "loop_seconds": round(loop_s, 3),
+        "loop_images_per_second": round(images / loop_s, 1),
+        "convolution_seconds": round(conv_s, 3),
+        "convolution_only_images_per_second": round(images / conv_s, 1),
+        "convolution_macs_per_image": round(conv_macs / images),
+        "convolution_gmacs": round(conv_gmacs, 1),
+        "other_onednn_seconds": round(onednn_s - conv_s, 3),
+        "outside_onednn_seconds": round(loop_s - onednn_s, 3),
+        "top1": float(row["top1"]),
+    }
+    if args.peak_gmacs:
+        summary["convolution_share_of_peak"] = round(conv_gmacs / args.peak_gmacs, 3)
+        summary["loop_share_of_peak"] = round(conv_macs / loop_s / 1e9 / args.peak_gmacs, 3)
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":
