@@ -339,14 +339,12 @@ def test_user_errors_are_one_line(run, cifar100_dir, tmp_path, monkeypatch, extr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_fp16_on_cpu_warns_in_one_line(run, cifar100_dir):
+def test_fp16_on_cpu_is_refused_in_one_line(run, cifar100_dir):
     args = ["evaluate", str(run / "best.pt"), "--data-dir", str(cifar100_dir), "--device", "cpu"]
     result = runner.invoke(app, [*args, "--precision", "fp16"])
-    assert result.exit_code == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if "fp16" in line]
-    assert warnings == [
-        "warning: fp16 autocast on CPU is slow and unscaled; bf16 is the CPU choice"
-    ]
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: --precision fp16 is not supported on the CPU")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_no_run_at_all_is_one_clear_line(tmp_path, monkeypatch):
