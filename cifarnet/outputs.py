@@ -20,13 +20,27 @@ def check_csv_name(out: str | os.PathLike, example: str) -> None:
 
 
 def check_new_files(paths: Sequence[str | os.PathLike], force: bool) -> None:
-    """Refuse (OutputError) when any of `paths` exists, unless `force`; a folder is refused
-    always. Call before the work, so a refusal costs nothing."""
+    """Refuse (OutputError) when any of `paths` exists, unless `force`, or could not be written
+    (its folder is a file, or is not writable); a folder is refused always. Call before the
+    work, so a refusal costs nothing."""
     for path in map(Path, paths):
         if path.is_dir():
             raise OutputError(f"{path} is a folder; give a file name")
         if path.exists() and not force:
             raise OutputError(f"{path} already exists; pass --force to overwrite it")
+        _check_writable_folder(path)
+
+
+def _check_writable_folder(path: Path) -> None:
+    """The nearest existing folder above `path` must be a folder we may write in (the missing
+    ones below it are created at write time)."""
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path}: the folder {parent} is not writable")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

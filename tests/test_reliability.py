@@ -459,6 +459,21 @@ def test_unwritable_runs_dir_is_an_output_error(tmp_path: Path) -> None:
         new_run_folder(tmp_path / "file" / "runs", "train")
 
 
+def test_result_files_that_could_not_be_written_are_refused_up_front(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cifarnet.outputs import check_new_files
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError, match=r"file is a file, not a folder"):
+        check_new_files([tmp_path / "file" / "sub" / "eval.csv"], force=False)
+    check_new_files([tmp_path / "new" / "sub" / "eval.csv"], force=False)  # made at write time
+    # a read-only folder (checked through os.access: permission bits do not bind root)
+    monkeypatch.setattr("os.access", lambda path, mode: Path(path) != tmp_path)
+    with pytest.raises(OutputError, match=r"the folder .* is not writable"):
+        check_new_files([tmp_path / "eval.csv"], force=False)
+
+
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
     tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
