@@ -35,7 +35,7 @@ import torch
 
 from cifarnet.checkpoint import atomic_write, load_checkpoint, load_model
 from cifarnet.data import load_dataset
-from cifarnet.errors import CifarnetError, ConfigError, DataError, ExportError
+from cifarnet.errors import CifarnetError, ConfigError, DataError, ExportError, OutputError
 from cifarnet.inference import (
     INPUT_CONTRACT,
     INPUT_NAME,
@@ -120,6 +120,11 @@ def export(
     if path.suffix.lower() == ".onnx":
         raise ConfigError(f"{path} is already an ONNX file; export takes a checkpoint (.pt)")
     targets = output_paths(path, formats, out)
+    for target in targets.values():
+        if target.exists() and target.samefile(path):  # not even with force: it is the weights
+            raise OutputError(
+                f"--out {target} is the checkpoint being exported; choose another name"
+            )
     check_new_files(list(targets.values()), force)
     if "onnx" in formats:
         _require_onnx()
@@ -225,7 +230,13 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
                 verbose=False,
             )
     except Exception as exc:  # the exporter raises many types; all mean "could not export"
-        raise ExportError(f"ONNX export failed: {first_line(exc)}") from None
+        # it wraps what stopped it, Ctrl-C included; the innermost cause says what went wrong
+        cause = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise ExportError(f"ONNX export failed: {first_line(cause)}") from None
     proto = program.model_proto
     made = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and made != opset:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,7 @@ def find_data_dir(info: ModelInfo, data_dir: str | os.PathLike | None) -> str | 
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for one-line errors."""
-    text = str(exc).strip()
+    """The first line of an exception's message, for one-line errors, without terminal colour
+    codes (torch.onnx colours its messages)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -188,6 +188,64 @@ def test_failed_verification_leaves_nothing_that_looks_valid(run, tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.pt"]
 
 
+def test_out_naming_the_checkpoint_is_refused_even_with_force(run, tmp_path):
+    source = copy_run(run, tmp_path, "r") / "best.pt"
+    before = source.read_bytes()
+    args = ["export", str(source), "--torchscript", "--out", str(source), "--force"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "is the checkpoint being exported; choose another name" in result.output
+    assert source.read_bytes() == before
+
+
+def test_out_below_a_file_is_refused_before_exporting(run, tmp_path, monkeypatch):
+    import cifarnet.exporter
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("exported before checking --out")
+
+    monkeypatch.setattr(cifarnet.exporter, "torchscript_bytes", must_not_run)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file")
+    out = blocker / "deploy" / "m.pt"
+    result = runner.invoke(
+        app, ["export", str(run / "best.pt"), "--torchscript", "--out", str(out)]
+    )
+    assert result.exit_code == 1
+    assert f"cannot write {out}: {blocker} is a file, not a folder" in result.output
+
+
+def _export_raising(monkeypatch, cause: BaseException) -> None:
+    """torch.onnx.export fails the way torch's exporter does: a coloured first line, what
+    stopped it as the cause."""
+
+    def failing_export(*args, **kwargs):
+        raise RuntimeError(
+            "Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m of "
+            "exporting the model to ONNX. Next steps:\n- ..."
+        ) from cause
+
+    monkeypatch.setattr(torch.onnx, "export", failing_export)
+
+
+def test_onnx_export_failure_names_its_cause_without_colour_codes(run, tmp_path, monkeypatch):
+    _export_raising(monkeypatch, ValueError("unsupported operator aten::weird"))
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["export", str(run / "best.pt"), "--onnx", "--out", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: ONNX export failed: unsupported operator aten::weird"
+    assert not out.exists()
+
+
+def test_ctrl_c_inside_the_onnx_exporter_is_an_abort(run, tmp_path, monkeypatch):
+    _export_raising(monkeypatch, KeyboardInterrupt())
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(app, ["export", str(run / "best.pt"), "--onnx", "--out", str(out)])
+    assert result.exit_code == 130
+    assert "aborted" in result.stderr and "ONNX export failed" not in result.output
+    assert not out.exists()
+
+
 def test_missing_onnx_packages_say_how_to_install(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # makes `import onnxscript` fail
     result = runner.invoke(app, ["export", str(run / "best.pt"), "--out", str(tmp_path / "m.onnx")])
