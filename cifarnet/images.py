@@ -288,11 +288,24 @@ def load_image(path: str, size: int = 32, resize: str = "stretch") -> ImageResul
                 # at least twice the target size for the final antialiased resize.
                 im.draft(None, (2 * size, 2 * size))
                 im.load()  # decode here so corrupt or truncated data fails inside the try
-                ImageOps.exif_transpose(im, in_place=True)
+                _exif_transpose(im, path)
                 pixels = np.array(_resize(_to_rgb(im), size, resize), dtype=np.uint8)
     except Exception as exc:  # any failure of one file is that file's error, never a crash
         return ImageResult(path, None, _describe(exc))
     return ImageResult(path, pixels)
+
+
+def _exif_transpose(im: Image.Image, path: str) -> None:
+    """Turn `im` upright by its EXIF orientation. Pillow warns when the EXIF block is corrupt,
+    without naming the file; among thousands of inputs that names nothing, so its warnings are
+    issued again with the path. Under the lock: recording warnings swaps process-wide state, and
+    a warning issued while another thread records would land in that thread's record."""
+    with _WARNINGS_LOCK:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ImageOps.exif_transpose(im, in_place=True)
+        for warning in caught:
+            warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=3)
 
 
 def load_images(

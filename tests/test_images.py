@@ -137,6 +137,22 @@ def test_exif_orientation_is_applied(tmp_path):
     assert bottom[2] > 200 and bottom[0] < 60
 
 
+def test_corrupt_exif_warnings_name_their_file(tmp_path):
+    # an IFD that promises a 12-byte entry and holds 4: Pillow warns "Corrupt EXIF data"
+    corrupt_exif = b"II*\x00\x08\x00\x00\x00\x05\x00\x12\x01\x03\x00"
+    paths = [
+        _save(tmp_path / f"{i}.png", Image.new("RGB", (8, 8)), exif=corrupt_exif) for i in range(6)
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        results = list(load_images(paths, workers=3))
+    assert all(r.error == "" for r in results)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == len(paths)  # one per file, none swallowed by another's record
+    for path, message in zip(sorted(paths), messages, strict=True):
+        assert message.startswith(f"{path}: Corrupt EXIF data")
+
+
 def test_letterbox_pads_wide_image_top_and_bottom_with_black(tmp_path):
     path = _save(tmp_path / "wide.png", Image.new("RGB", (64, 32), WHITE))
     pixels = load_image(path, resize="letterbox").pixels
