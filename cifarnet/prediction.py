@@ -78,7 +78,7 @@ class Predictions:
 
 
 def predict(
-    sources: Sequence[str | os.PathLike],
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
     model: str | os.PathLike | None = None,
     *,
     topk: int = 5,
@@ -93,6 +93,7 @@ def predict(
 ) -> Predictions:
     """Predict the classes of image files, folders (searched recursively) and glob patterns.
 
+    `sources`: one such path or pattern, or a list of them.
     `model`: a checkpoint or an exported .onnx file; default the newest runs/*/best.pt.
     `resize`: how a non-32x32 image becomes 32x32 (see `cifarnet.images`): stretch,
     center-crop or letterbox. Sources that match no image give an error row each.
@@ -117,7 +118,7 @@ def predict(
             f"--topk {topk} is more than the model's {k} classes; listing all {k}", stacklevel=2
         )
     t0 = time.perf_counter()
-    inputs = _inputs(sources)
+    inputs = _inputs([sources] if isinstance(sources, (str, os.PathLike)) else sources)
     items = []
     for item in _predict_all(loaded, inputs, k, resize, batch_size, workers):
         items.append(item)

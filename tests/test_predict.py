@@ -150,6 +150,16 @@ def test_batching_does_not_change_results_or_order(run, photos):
         assert np.allclose(a.probabilities, b.probabilities, atol=1e-6)
 
 
+def test_one_source_may_be_given_without_a_list(run, photos):
+    from cifarnet.prediction import predict
+
+    listed = predict([photos / "sub"], run / "best.pt", device="cpu", precision="fp32")
+    for source in (photos / "sub", str(photos / "sub")):  # not read letter by letter
+        alone = predict(source, run / "best.pt", device="cpu", precision="fp32")
+        assert [p.path for p in alone.items] == [p.path for p in listed.items]
+        assert len(alone.items) > 0 and all(p.error == "" for p in alone.items)
+
+
 def test_all_good_exits_zero_and_refuses_to_overwrite(run, photos, tmp_path):
     out = tmp_path / "p.csv"
     args = ["predict", str(photos / "*.PNG"), str(photos / "sub"), *_args(run), "--out", str(out)]
