@@ -186,6 +186,12 @@ def load_dataset(
     source = locate(spec, data_dir)
     if source is None:
         root = default_data_dirs(data_dir)[0]
+        if root.is_file():
+            raise DataError(
+                f"{root} is a file, not a folder or {spec.archive}: point --data-dir / "
+                f"$CIFARNET_DATA at the folder holding {spec.archive} or {spec.folder}/, or at "
+                "the archive itself"
+            )
         if not download:
             raise DataError(_missing_message(spec, root, "downloads are off", searched_too))
         source = _download(spec, root, searched_too)

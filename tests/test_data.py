@@ -70,6 +70,16 @@ def test_missing_data_says_where_and_how(tmp_path: Path) -> None:
     assert "\n" not in text
 
 
+def test_data_dir_naming_some_other_file_says_so(tmp_path: Path) -> None:
+    other = tmp_path / "test"
+    other.write_bytes(b"not the archive")
+    with pytest.raises(
+        DataError, match=r"test is a file, not a folder or cifar-100-python\.tar\.gz"
+    ):
+        load_dataset("cifar100", other)  # not taken for a folder to download into
+    assert other.read_bytes() == b"not the archive"
+
+
 # ---- faults in the files (issue 4, point 5) -------------------------------------------
 
 
