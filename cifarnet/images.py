@@ -300,6 +300,9 @@ def _exif_transpose(im: Image.Image, path: str) -> None:
     without naming the file; among thousands of inputs that names nothing, so its warnings are
     issued again with the path. Under the lock: recording warnings swaps process-wide state, and
     a warning issued while another thread records would land in that thread's record."""
+    if not im.info.get("exif"):  # no EXIF block to parse (TIFF tags were read at open): no lock
+        ImageOps.exif_transpose(im, in_place=True)
+        return
     with _WARNINGS_LOCK:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
