@@ -15,8 +15,10 @@ second, counting only the kernel taps inside the image: oneDNN skips those over 
 then one JSON line: the loop's seconds and images/s, the summed convolution seconds (with the
 ReLUs and additions fused into them), the images/s they alone would allow and their GMAC/s, and
 what the rest of the loop (pooling, the input's conversion, and any element-wise operation left
-unfused) costs. With --peak-gmacs (from `scripts/dot_product_peak.py`), also the convolutions'
-and the whole loop's share of that ceiling.
+unfused) costs. The sums also hold the few calls made while the model loads (the fused
+graph's check on a 2-image batch: about 0.1% of the time). With --peak-gmacs (from
+`scripts/dot_product_peak.py`), also the convolutions' and the whole loop's share of that
+ceiling.
 """
 
 from __future__ import annotations
