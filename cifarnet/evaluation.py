@@ -306,16 +306,14 @@ def _nan_to(value: float, fill: float = -1.0) -> float:
 
 def _heatmap_png(result: Evaluation) -> bytes:
     """The confusion matrix as a heatmap, rows normalised to the share of each true class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # without pyplot: see plots.plot_history
 
     c = len(result.classes)
     counts = result.confusion.double()
     shares = counts / counts.sum(1, keepdim=True).clamp(min=1)
     size = 6 if c <= 20 else 14
-    fig, ax = plt.subplots(figsize=(size, size * 0.9), layout="constrained")
+    fig = Figure(figsize=(size, size * 0.9), layout="constrained")
+    ax = fig.subplots()
     image = ax.imshow(shares.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     font = 8 if c <= 20 else 4
     ax.set_xticks(range(c), result.classes, rotation=90, fontsize=font)
@@ -329,5 +327,4 @@ def _heatmap_png(result: Evaluation) -> bytes:
     fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's images")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
     return buffer.getvalue()

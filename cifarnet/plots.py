@@ -9,14 +9,15 @@ from cifarnet.checkpoint import atomic_write
 
 
 def plot_history(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never needs a display
-    import matplotlib.pyplot as plt
     import pandas as pd
 
+    # a Figure without pyplot: no backend to select (which would change the caller's, e.g. a
+    # notebook's) and nothing left in pyplot's registry of open figures
+    from matplotlib.figure import Figure
+
     df = pd.DataFrame(rows)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
     # markers, so that a one-epoch run still shows its points
     marker = "o" if len(df) <= 30 else None
     series = [
@@ -37,4 +38,3 @@ def plot_history(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
-    plt.close(fig)

@@ -317,19 +317,34 @@ def test_cifar10_through_the_public_api(cifar10_dir: Path, tmp_path: Path) -> No
 def test_plot_of_one_epoch_without_validation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import matplotlib
     import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from cifarnet.plots import plot_history
 
     figures = []
-    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
-    nan = float("nan")
-    row = {"epoch": 1, "train_loss": 4.2, "train_top1": 3.0}
-    plot_history([{**row, "val_loss": nan, "val_top1": nan, "val_top5": nan}], tmp_path / "r.png")
+    savefig = Figure.savefig
+
+    def keep(fig: Figure, *args: object, **kwargs: object) -> None:
+        figures.append(fig)  # to look at it
+        savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # the caller's choice, e.g. a notebook's: plotting must not change it
+    try:
+        nan = float("nan")
+        row = {"epoch": 1, "train_loss": 4.2, "train_top1": 3.0}
+        plot_history(
+            [{**row, "val_loss": nan, "val_top1": nan, "val_top5": nan}], tmp_path / "r.png"
+        )
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(backend)
+    assert plt.get_fignums() == []  # nothing left open in pyplot
     assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loss, accuracy = figures[0].axes
     assert [line.get_label() for line in loss.get_lines()] == ["train"]  # no empty val lines
     assert [line.get_label() for line in accuracy.get_lines()] == ["train top-1"]
     assert loss.get_lines()[0].get_marker() == "o"  # a single point is still drawn
-    monkeypatch.undo()
-    plt.close(figures[0])
