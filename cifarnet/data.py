@@ -315,11 +315,11 @@ def _read_files(spec: DatasetSpec, source: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _labels(d: dict[str, Any], key: str, count: int, num_classes: int, label: str) -> np.ndarray:
+def _labels(
+    d: dict[str, Any], key: str, count: int, num_classes: int, label: str, title: str
+) -> np.ndarray:
     if key not in d:
-        raise DataError(
-            f"{label} has no {key!r} entry; it is not a {label.split(':')[0]} CIFAR file"
-        )
+        raise DataError(f"{label} has no {key!r} entry; it is not a {title} file")
     labels = np.asarray(d[key])
     if labels.shape != (count,):
         raise DataError(f"{label}: {len(labels)} {key} for {count} images")
@@ -340,9 +340,9 @@ def _split_arrays(
         if data.shape[1] != 3 * 32 * 32 or data.shape[0] == 0:
             raise DataError(f"{label}: images have shape {data.shape}, expected N x 3072")
         images.append(data.reshape(-1, 3, 32, 32))
-        fine.append(_labels(d, spec.label_key, len(data), spec.num_classes, label))
+        fine.append(_labels(d, spec.label_key, len(data), spec.num_classes, label, spec.title))
         if spec.coarse_label_key:
-            coarse.append(_labels(d, spec.coarse_label_key, len(data), 20, label))
+            coarse.append(_labels(d, spec.coarse_label_key, len(data), 20, label, spec.title))
     return (
         np.concatenate(images),
         np.concatenate(fine),

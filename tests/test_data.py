@@ -127,6 +127,17 @@ def test_malformed_label_lists_are_one_data_error(
     assert "it is not an intact CIFAR copy" in _error(tmp_path)
 
 
+def test_missing_label_list_names_the_file_and_the_dataset(tmp_path: Path) -> None:
+    folder = _fresh(tmp_path)
+    with open(folder / "train", "rb") as f:
+        content = pickle.load(f, encoding="latin1")
+    del content["fine_labels"]
+    with open(folder / "train", "wb") as f:
+        pickle.dump(content, f, protocol=2)
+    message = f"{folder / 'train'} has no 'fine_labels' entry; it is not a CIFAR-100 file"
+    assert _error(tmp_path) == message
+
+
 def test_empty_and_garbage_files_name_the_file(tmp_path: Path) -> None:
     folder = _fresh(tmp_path)
     (folder / "test").write_bytes(b"")
