@@ -172,7 +172,7 @@ class TrainConfig:
         check_device(self.device)
         for name in ("epochs", "batch_size", "eval_batch_size", "plateau_patience"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            if not _integer(value) or value <= 0:
                 raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
         if not _positive_number(self.lr):
             raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
@@ -182,19 +182,19 @@ class TrainConfig:
             )
         for name in ("momentum", "label_smoothing", "ema_decay"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+            if not (_number(value) and 0.0 <= value < 1.0):
                 raise ConfigError(f"{flag_name(name)} must be in [0, 1), got {value!r}")
         for name in ("weight_decay", "warmup_epochs", "bias_lr_scale", "mixup", "cutmix"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if not (_number(value) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{flag_name(name)} must be >= 0, got {value!r}")
-        if not isinstance(self.resize_from, int) or not 16 <= self.resize_from <= IMAGE_SIZE:
+        if not _integer(self.resize_from) or not 16 <= self.resize_from <= IMAGE_SIZE:
             raise ConfigError(
                 f"--resize-from must be an integer in 16..32, got {self.resize_from!r}"
             )
         for name in ("val_size", "crop_padding", "cutout"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not _integer(value) or value < 0:
                 raise ConfigError(f"{flag_name(name)} must be an integer >= 0, got {value!r}")
         if self.cutout > IMAGE_SIZE:
             raise ConfigError(
@@ -207,7 +207,7 @@ class TrainConfig:
                 f"--name must be a plain folder name (no path separators), got {self.name!r}; "
                 "use --runs-dir to choose where runs go"
             )
-        if self.subset is not None and (not isinstance(self.subset, int) or self.subset <= 0):
+        if self.subset is not None and (not _integer(self.subset) or self.subset <= 0):
             raise ConfigError(f"--subset must be a positive integer, got {self.subset!r}")
         if not isinstance(self.model_kwargs, dict):
             raise ConfigError("model_kwargs must be a JSON object")
@@ -262,7 +262,7 @@ def _check_types(config: TrainConfig) -> None:
         value = getattr(config, name)
         if not isinstance(value, bool) and not (value is None and name == "compile"):
             raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if not isinstance(config.seed, int) or isinstance(config.seed, bool):
+    if not _integer(config.seed):
         raise ConfigError(f"seed must be an integer, got {config.seed!r}")
 
 
@@ -354,13 +354,17 @@ def _device_hint(device: str) -> str:
     return did_you_mean(device, ("auto", "cpu", "cuda", "mps"))
 
 
+def _integer(value: Any) -> bool:
+    """An int, and not a bool (which Python counts as one): `"val_size": true` is a mistake."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    return _number(value) and math.isfinite(value) and value > 0
 
 
 # Settings whose flag is not --<name>, and settings without a flag (set in a --config file).
