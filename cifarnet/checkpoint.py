@@ -75,9 +75,19 @@ def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None
 
 
 def _default_mode() -> int:
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask. Linux reports it in /proc; elsewhere the only way to read it is to
+    set it and put it back, which for that instant applies to every thread of the process."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     umask = os.umask(0o022)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
 def _fsync_dir(folder: Path) -> None:

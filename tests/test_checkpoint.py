@@ -93,9 +93,13 @@ def test_written_files_follow_the_umask(tmp_path: Path) -> None:
     umask = os.umask(0o022)
     try:
         atomic_write(tmp_path / "x.txt", lambda f: f.write(b"hi"))
+        os.umask(0o027)
+        atomic_write(tmp_path / "y.txt", lambda f: f.write(b"hi"))
+        assert os.umask(0o022) == 0o027  # read, not changed, by the write
     finally:
         os.umask(umask)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "y.txt").stat().st_mode & 0o777 == 0o640
 
 
 def _leftovers(folder: Path) -> list[str]:
