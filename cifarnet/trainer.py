@@ -34,6 +34,7 @@ from cifarnet.data import (
     BatchLoader,
     Normalize,
     balanced_subset,
+    get_spec,
     load_dataset,
     resize_batch,
     stratified_split,
@@ -208,7 +209,7 @@ class Trainer:
         self.callbacks = callbacks
         # fail on a bad model name or kwargs before loading data or creating folders; seeded
         # first, so that the initial weights depend on --seed alone
-        self.num_classes = 100 if config.dataset == "cifar100" else 10
+        self.num_classes = get_spec(config.dataset).num_classes
         seed_everything(config.seed, config.deterministic)
         self.model = create_model(config.model, self.num_classes, **config.model_kwargs)
         if config.zero_init_residual:
@@ -488,8 +489,6 @@ class Trainer:
         sync_every = 1 if rt.device.type == "cpu" else 25
         self.forward_model.train()
         t_loop = time.perf_counter()
-        lr = self.optimizer.param_groups[0]["lr"]
-        step = start
         for step, (x, y) in enumerate(loader.batches(generator, order, start), start=start + 1):
             lr = self._set_lr(steps)
             if c.resize_from < 32:
@@ -583,6 +582,9 @@ class Trainer:
             p.best_val_top1 = val.top1 if val is not None else float("nan")
             p.best_epoch = epoch
         p.elapsed_seconds += time.perf_counter() - t0
+        # what last.pt records for a resumed --time run to reserve for its final epoch's end:
+        # this epoch's validation; the save's own seconds are known only after it
+        p.epoch_end_seconds = time.perf_counter() - t0
         row["elapsed_seconds"] = p.elapsed_seconds
         self.history.append(row)
         t_save = time.perf_counter()
@@ -606,12 +608,12 @@ class Trainer:
             ) from None
         self.callbacks.on_epoch_end(row)
 
-    def _evaluate(self, loader: BatchLoader, keep_logits: bool = False) -> EvalResult:
+    def _evaluate(self, loader: BatchLoader) -> EvalResult:
         with out_of_memory_as(
             f"out of memory on {self.runtime.device} while evaluating batches of "
             f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
         ):
-            return evaluate(self.eval_forward, loader.batches(), self.runtime, keep_logits)
+            return evaluate(self.eval_forward, loader.batches(), self.runtime)
 
     def _check_weights(self, where: str, lr: float) -> None:
         """An update can overflow the weights while the loss that drove it was still finite:
@@ -698,7 +700,7 @@ class Trainer:
             **self.config.to_dict(),
             "_meta": {
                 **versions(),
-                "command": " ".join(sys.argv),
+                "command": shlex.join(sys.argv),
                 "device": str(rt.device),
                 "precision": rt.precision,
                 "channels_last": rt.channels_last,
