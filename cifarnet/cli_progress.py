@@ -96,7 +96,6 @@ class RichCallbacks(PlainCallbacks):
         )
         self.task: Any = None
         self.run_start = time.perf_counter()
-        self.steps_done = 0
 
     def on_start(self, info: dict[str, Any]) -> None:
         super().on_start(info)
@@ -104,7 +103,6 @@ class RichCallbacks(PlainCallbacks):
         self.progress.start()
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
-        self.steps_per_epoch = steps
         self.epoch = epoch
         total = "" if self.info.get("time_minutes") else f"/{self.info['epochs']}"
         if self.task is not None:
@@ -112,7 +110,6 @@ class RichCallbacks(PlainCallbacks):
         self.task = self.progress.add_task(f"epoch {epoch}{total}", total=steps, stats="", eta="?")
 
     def on_step(self, step: int, steps: int, stats: dict[str, float]) -> None:
-        self.steps_done += 1
         if self.info.get("time_minutes"):
             remaining = self.info["time_minutes"] * 60 - stats["elapsed_seconds"]
         else:
