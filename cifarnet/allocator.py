@@ -3,8 +3,8 @@
 glibc's malloc serves every block above its mmap threshold (at most 32 MiB, adjusted on the fly)
 with a fresh mmap and returns it to the OS on free, and trims the top of the heap after frees.
 A CPU training or inference step allocates and frees the same activation-sized blocks every
-batch (resnet_reference at batch 256: 16.8 MiB bf16 / 33.6 MiB fp32 per 32x32x32 feature map),
-so each step paid the kernel to zero and map those pages again: page faults made a 33.6 MiB
+batch (resnet_reference at batch 256: 16 MiB bf16 / 32 MiB fp32 per 32x32x32 feature map),
+so each step paid the kernel to zero and map those pages again: page faults made a 32 MiB
 fp32 copy take 15.8 ms instead of ~1 ms. Raising both thresholds lets freed blocks be reused,
 as a caching allocator does on a GPU (measured on the 2-core dev CPU, bf16: inference batch
 256 +16%, training step +4-8%). The price: freed memory goes back to the OS only at exit, and

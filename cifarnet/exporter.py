@@ -6,8 +6,9 @@ Both formats hold `NormalizedModel`, so they share the checkpoint-independent in
 both carry the class names, superclass names, mean/std and the contract as metadata:
 
 * ONNX: a dynamic batch axis; `metadata_props` hold "cifarnet" (all of it as JSON, what
-  `cifarnet evaluate / predict model.onnx` read), plus "classes", "superclasses", "mean",
-  "std" (JSON) and "input_contract" (text) for other tools.
+  `cifarnet evaluate / predict model.onnx` read), plus, for other tools, "classes",
+  "superclasses", "fine_to_coarse", "mean", "std" (JSON), "cifarnet_version", "dataset",
+  "model" and "input_contract" (text).
 * TorchScript: `torch.jit.load(path, _extra_files={"cifarnet.json": "", "input_contract.txt":
   ""})` loads it with torch alone and fills in the same metadata.
 
