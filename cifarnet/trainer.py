@@ -314,6 +314,8 @@ class Trainer:
 
     def _prepare_model(self) -> None:
         c, rt = self.config, self.runtime
+        # again: training's own draws (dropout, the whitening sample) then start from the seed,
+        # however many the set-up since the model's initialisation made
         seed_everything(c.seed, c.deterministic)
         model = self.model
         if self._checkpoint is None and hasattr(model, "init_whitening"):
