@@ -67,8 +67,12 @@ class PlainCallbacks(TrainCallbacks):
         """Release the terminal however training ended (nothing to release here)."""
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
+        self.console.print(self._epoch_line(row))
+
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        """One finished epoch, the same in a log and above a terminal's progress bar."""
         total = "" if self.info.get("time_minutes") else f"/{self.info.get('epochs')}"
-        self.console.print(
+        return (
             f"epoch {row['epoch']}{total}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f}"
             f" top1 {_pct(row['train_top1'])}  val loss {_loss(row['val_loss'])}"
             f" top1 {_pct(row['val_top1'])} top5 {_pct(row['val_top5'])}"
@@ -126,16 +130,7 @@ class RichCallbacks(PlainCallbacks):
         )
 
     def on_epoch_end(self, row: dict[str, Any]) -> None:
-        self.progress.console.print(self._line(row))
-
-    def _line(self, row: dict[str, Any]) -> str:
-        total = "" if self.info.get("time_minutes") else f"/{self.info.get('epochs')}"
-        return (
-            f"epoch {row['epoch']}{total}  lr {row['lr']:.4g}  train {row['train_loss']:.4f} / "
-            f"{_pct(row['train_top1'])}  val {_loss(row['val_loss'])} / {_pct(row['val_top1'])}"
-            f" (top5 {_pct(row['val_top5'])})  {row['images_per_second']:.0f} img/s"
-            f"  {row['epoch_seconds']:.1f}s"
-        )
+        self.progress.console.print(self._epoch_line(row))
 
     def on_status(self, message: str) -> None:
         self.progress.console.print(f"[dim]{message} ...[/]")
