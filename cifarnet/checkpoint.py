@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cifarnet.errors import CheckpointError, OutputError
+from cifarnet.errors import CheckpointError, OutputError, one_line
 
 FORMAT = "cifarnet-checkpoint"
 FORMAT_VERSION = 1
@@ -172,15 +172,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks its {key!r} entry; the file is damaged")
     return ckpt
-
-
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line (torch's run over several); a long one is cut to its
-    first sentence and at most `limit` characters."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if len(text) > limit:
-        text = text.split(". ")[0]
-    return text[: limit - 3] + "..." if len(text) > limit else text
 
 
 def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class CifarnetError(Exception):
     """A failure the user can act on. The message is one line that says what to do."""
@@ -70,3 +72,13 @@ def unknown_name(kind: str, value: str, choices: list[str] | tuple[str, ...]) ->
         f"unknown {kind} {value!r}{did_you_mean(value, choices)}; choose one of: "
         + ", ".join(choices)
     )
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (torch's run over several), without terminal colour
+    codes (torch.onnx colours its messages); a long one is cut to its first sentence and at
+    most `limit` characters."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).split()) or type(exc).__name__
+    if len(text) > limit:
+        text = text.split(". ")[0]
+    return text[: limit - 3] + "..." if len(text) > limit else text

@@ -36,7 +36,14 @@ import torch
 
 from cifarnet.checkpoint import atomic_write, load_checkpoint, load_model
 from cifarnet.data import load_dataset
-from cifarnet.errors import CifarnetError, ConfigError, DataError, ExportError, OutputError
+from cifarnet.errors import (
+    CifarnetError,
+    ConfigError,
+    DataError,
+    ExportError,
+    OutputError,
+    one_line,
+)
 from cifarnet.inference import (
     INPUT_CONTRACT,
     INPUT_NAME,
@@ -46,7 +53,6 @@ from cifarnet.inference import (
     NormalizedModel,
     contract_input,
     find_data_dir,
-    first_line,
     onnx_info,
     onnx_session,
     resolve_model_path,
@@ -237,7 +243,7 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
             cause = cause.__cause__
         if isinstance(cause, KeyboardInterrupt):
             raise KeyboardInterrupt from None
-        raise ExportError(f"ONNX export failed: {first_line(cause)}") from None
+        raise ExportError(f"ONNX export failed: {one_line(cause)}") from None
     proto = program.model_proto
     made = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and made != opset:
@@ -280,7 +286,7 @@ def torchscript_bytes(model: NormalizedModel, info: ModelInfo) -> bytes:
             buffer = io.BytesIO()
             torch.jit.save(traced, buffer, _extra_files=_torchscript_files(info))
     except Exception as exc:
-        raise ExportError(f"TorchScript export failed: {first_line(exc)}") from None
+        raise ExportError(f"TorchScript export failed: {one_line(exc)}") from None
     return buffer.getvalue()
 
 

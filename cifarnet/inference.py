@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from torch import nn
 
 from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
 from cifarnet.data import Normalize, get_spec, locate
-from cifarnet.errors import CheckpointError, CifarnetError, ConfigError
+from cifarnet.errors import CheckpointError, CifarnetError, ConfigError, one_line
 from cifarnet.fusion import fuse_convolutions
 from cifarnet.runtime import Runtime, resolve_runtime
 
@@ -202,7 +201,7 @@ def onnx_session(source: str | os.PathLike | bytes) -> Any:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph)
         name = "the ONNX model" if isinstance(source, bytes) else str(source)
-        raise CheckpointError(f"{name} is not a loadable ONNX model ({first_line(exc)})") from None
+        raise CheckpointError(f"{name} is not a loadable ONNX model ({one_line(exc)})") from None
 
 
 class OnnxModule(nn.Module):
@@ -304,10 +303,3 @@ def find_data_dir(info: ModelInfo, data_dir: str | os.PathLike | None) -> str | 
     if locate(spec, None) is None and info.data_dir and locate(spec, info.data_dir) is not None:
         return info.data_dir
     return None
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message, for one-line errors, without terminal colour
-    codes (torch.onnx colours its messages)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -24,7 +24,6 @@ from torch import nn
 from cifarnet.checkpoint import (
     atomic_write,
     load_checkpoint,
-    one_line,
     save_checkpoint,
     versions,
 )
@@ -48,6 +47,7 @@ from cifarnet.errors import (
     DivergenceError,
     OutputError,
     TrainingInterrupted,
+    one_line,
 )
 from cifarnet.metrics_log import MetricsLog
 from cifarnet.mixing import BatchMix
