@@ -22,6 +22,25 @@ TEST_PER_CLASS = 2
 TINY_MODEL = {"model": "resnet", "model_kwargs": {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}}
 
 
+def trained_looking(name: str):
+    """A `NormalizedModel` of the registered network `name` (10 classes) in eval mode, its
+    BatchNorms holding statistics and scales as after training: a fresh BatchNorm's 0 / 1 would
+    make folding it trivially right, and a zero scale would hide a residual branch."""
+    import torch
+
+    from cifarnet.inference import NormalizedModel
+    from cifarnet.models import create_model
+
+    torch.manual_seed(0)
+    model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model.eval()
+
+
 def _images(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     """uint8 (N, 3072) rows whose mean colour depends on the label, so a model can learn."""
     base = (labels[:, None] * 37 % 256).astype(np.int16)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import trained_looking
 from tiny_run import copy_run, trained_run
 from typer.testing import CliRunner
 
@@ -426,16 +427,9 @@ def test_cifar10_has_no_superclasses(cifar10_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["resnet_reference", "fastnet"])
 def test_fold_batchnorm_keeps_the_function(name):
-    from cifarnet.inference import NormalizedModel, fold_batchnorm
-    from cifarnet.models import create_model
+    from cifarnet.inference import fold_batchnorm
 
-    torch.manual_seed(0)
-    model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):  # statistics as after training
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    model.eval()
+    model = trained_looking(name)
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)

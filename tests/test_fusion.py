@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.fx
+from conftest import trained_looking
 from torch import nn
 
 from cifarnet import fusion
@@ -18,16 +19,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def trained_looking(name: str) -> nn.Module:
-    """A network of `name` whose BatchNorms hold statistics as after training, folded."""
-    torch.manual_seed(0)
-    model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)  # zero_init_residual would hide the residual branch
-    return fold_batchnorm(model.eval())
+def folded(name: str) -> nn.Module:
+    """`trained_looking(name)` with its BatchNorms folded, as fusion gets it."""
+    return fold_batchnorm(trained_looking(name))
 
 
 def counts(model: nn.Module) -> tuple[int, int]:
@@ -44,7 +38,7 @@ def counts(model: nn.Module) -> tuple[int, int]:
     [("resnet_reference", (28, 12)), ("resnet18", (20, 8)), ("fastnet", (7, 0))],
 )
 def test_fused_network_computes_the_same_function_in_fp32(name, expected):
-    model = trained_looking(name)
+    model = folded(name)
     x = torch.rand(4, 3, 32, 32)
     fused = fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32))
     assert counts(fused) == expected
@@ -54,7 +48,7 @@ def test_fused_network_computes_the_same_function_in_fp32(name, expected):
 
 
 def test_fused_bf16_network_stays_within_bf16_rounding_of_the_unfused_one():
-    model = trained_looking("resnet_reference")
+    model = folded("resnet_reference")
     fused = fuse_convolutions(model, torch.bfloat16, torch.rand(2, 3, 32, 32))
     x = torch.rand(64, 3, 32, 32)
     with torch.no_grad():
@@ -108,14 +102,14 @@ def test_residual_that_is_still_needed_is_not_overwritten(module):
 
 
 def test_a_fused_copy_that_disagrees_is_not_used(monkeypatch):
-    model = trained_looking("resnet_reference")
+    model = folded("resnet_reference")
     real = FusedConv2d.forward
     monkeypatch.setattr(FusedConv2d, "forward", lambda self, x: real(self, x) + 1.0)
     assert fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32)) is model
 
 
 def test_a_fused_copy_that_fails_in_bf16_is_not_used(monkeypatch):
-    model = trained_looking("resnet_reference")
+    model = folded("resnet_reference")
     real = FusedConv2d.forward
 
     def fp32_only(self, x):
@@ -129,7 +123,7 @@ def test_a_fused_copy_that_fails_in_bf16_is_not_used(monkeypatch):
 
 
 def test_no_fusion_without_onednn(monkeypatch):
-    model = trained_looking("resnet_reference")
+    model = folded("resnet_reference")
     monkeypatch.setattr(fusion, "onednn_fusion_available", lambda: False)
     assert fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32)) is model
 
