@@ -583,10 +583,11 @@ class Trainer:
         if improved:
             p.best_val_top1 = val.top1 if val is not None else float("nan")
             p.best_epoch = epoch
-        p.elapsed_seconds += time.perf_counter() - t0
+        validation = time.perf_counter() - t0
+        p.elapsed_seconds += validation
         # what last.pt records for a resumed --time run to reserve for its final epoch's end:
         # this epoch's validation; the save's own seconds are known only after it
-        p.epoch_end_seconds = time.perf_counter() - t0
+        p.epoch_end_seconds = validation
         row["elapsed_seconds"] = p.elapsed_seconds
         self.history.append(row)
         t_save = time.perf_counter()
