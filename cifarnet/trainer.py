@@ -59,8 +59,18 @@ from cifarnet.schedule import lr_factor
 MAX_WARMUP_FRACTION = 0.2
 # What a resumed run keeps: the saved weights and optimizer state are bound to the network, and
 # the validation split (and the subset trained on) to the data the run has already seen; its
-# recipe name labels the values it started from.
-FIXED_ON_RESUME = ("recipe", "dataset", "model", "model_kwargs", "val_size", "seed", "subset")
+# step counters count batches of its batch size (the schedule's position and a mid-epoch restart
+# point are read from them); its recipe name labels the values it started from.
+FIXED_ON_RESUME = (
+    "recipe",
+    "dataset",
+    "model",
+    "model_kwargs",
+    "val_size",
+    "seed",
+    "subset",
+    "batch_size",
+)
 
 
 class TrainCallbacks:

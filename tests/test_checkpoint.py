@@ -350,6 +350,11 @@ def test_cli_resume_cannot_change_model_or_dataset(run_dir: Path) -> None:
     # nor the recipe: the name labels the values the run started from
     line = _cli_error(["train", "--resume", last, "--recipe", "fast", "--epochs", "3"])
     assert "--recipe cannot change when resuming" in line
+    # nor the batch size: the saved step counts are in its batches, and the learning-rate
+    # schedule and a mid-epoch restart are read from them
+    saved = _raw(run_dir / "last.pt")["train_config"]["batch_size"]
+    line = _cli_error(["train", "--resume", last, "--batch-size", str(saved * 2), "--epochs", "3"])
+    assert "--batch-size cannot change when resuming" in line
     with pytest.raises(TypeError, match="uses its own config"):
         train(TrainConfig(), resume=last)
 
