@@ -75,7 +75,7 @@ def _one_line_error(exc: pytest.ExceptionInfo, path: Path) -> str:
     return text
 
 
-# ---- writing --------------------------------------------------------------------------
+# writing
 
 
 def test_save_then_load_round_trip(tmp_path: Path) -> None:
@@ -194,7 +194,7 @@ def test_kill_9_during_save_leaves_the_previous_file(tmp_path: Path) -> None:
     assert load_checkpoint(path)["format"] == FORMAT
 
 
-# ---- reading bad files ----------------------------------------------------------------
+# reading bad files
 
 
 class _Evil:
@@ -302,7 +302,7 @@ def test_wrong_architecture(tmp_path: Path, run_dir: Path) -> None:
     assert "wrong architecture" in _one_line_error(err, run_dir / "best.pt")
 
 
-# ---- the same faults through the CLI: exit 1, one line, no traceback -------------------
+# the same faults through the CLI: exit 1, one line, no traceback
 
 
 def _cli_error(args: list[str]) -> str:

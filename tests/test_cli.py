@@ -67,7 +67,7 @@ def test_models_lists_the_registry() -> None:
     assert "fastnet" in result.stdout and "resnet18" in result.stdout
 
 
-# ---- precedence: recipe < --config < flags --------------------------------------------
+# precedence: recipe < --config < flags
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_abort_by_a_second_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, tmp
     assert result.stderr.strip() == "aborted (the last saved checkpoint is intact)"
 
 
-# ---- a real (tiny) training run through the CLI --------------------------------------
+# a real (tiny) training run through the CLI
 
 
 def test_train_end_to_end(cifar100_dir: Path, tmp_path: Path) -> None:
@@ -156,7 +156,7 @@ def test_train_end_to_end(cifar100_dir: Path, tmp_path: Path) -> None:
     assert saved["model_kwargs"] == TINY_MODEL["model_kwargs"]
 
 
-# ---- bad arguments: one line, before any work (issue 4, point 8) ----------------------
+# bad arguments: one line, before any work (issue 4, point 8)
 
 
 @pytest.mark.parametrize(

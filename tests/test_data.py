@@ -23,7 +23,7 @@ from cifarnet.data import (
 )
 from cifarnet.errors import DataError
 
-# ---- loading ---------------------------------------------------------------------------
+# loading
 
 
 def test_load_extracted_folder(cifar100_dir: Path) -> None:
@@ -80,7 +80,7 @@ def test_data_dir_naming_some_other_file_says_so(tmp_path: Path) -> None:
     assert other.read_bytes() == b"not the archive"
 
 
-# ---- faults in the files (issue 4, point 5) -------------------------------------------
+# faults in the files (issue 4, point 5)
 
 
 def _fresh(tmp_path: Path) -> Path:
@@ -240,7 +240,7 @@ def test_archive_not_gzip(tmp_path: Path) -> None:
     assert f"{archive} is truncated or corrupt" in _error(tmp_path)
 
 
-# ---- split and subset ------------------------------------------------------------------
+# split and subset
 
 
 def test_stratified_split_is_disjoint_balanced_and_seeded() -> None:
@@ -279,7 +279,7 @@ def test_subset_is_class_balanced() -> None:
     assert torch.equal(balanced_subset(labels, indices, 47, seed=0), chosen)
 
 
-# ---- augmentation and batches ---------------------------------------------------------
+# augmentation and batches
 
 
 def _images(n: int = 16) -> torch.Tensor:
@@ -322,11 +322,21 @@ def test_crop_is_a_shift_of_the_padded_image() -> None:
         assert any(windows)
 
 
-def test_cutout_zeroes_a_square() -> None:
-    x = _images(8)
+def test_cutout_zeroes_one_square_clipped_at_the_border() -> None:
+    x = _images(64)
     out = Augment(crop_padding=0, flip=False, cutout=8)(x, torch.Generator().manual_seed(0))
-    zeros = (out == 0).all(1).flatten(1).sum(1)  # pixels zero in every channel, per image
-    assert torch.all(zeros > 0) and torch.all(zeros <= 64)
+    holes = (out == 0).all(1)  # (N, 32, 32): pixels zero in every channel
+    assert torch.equal(out, x.masked_fill(holes.unsqueeze(1), 0))  # the rest is untouched
+    for hole in holes:
+        rows = hole.any(1).nonzero().flatten()
+        cols = hole.any(0).nonzero().flatten()
+        # one solid rectangle: the hole fills its bounding box
+        assert hole.sum() == len(rows) * len(cols) > 0
+        assert hole[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1].all()
+        for side in (rows, cols):
+            assert len(side) <= 8
+            assert len(side) == 8 or side.min() == 0 or side.max() == 31  # clipped at an edge
+    assert (holes.flatten(1).sum(1) == 64).any()  # away from the border, all of 8 x 8
 
 
 def test_batch_loader_normalises_and_covers_every_image() -> None:

@@ -121,9 +121,10 @@ def run(tmp_path_factory, cifar100_dir) -> Path:
     return trained_run(tmp_path_factory, cifar100_dir)
 
 
-def _hand_computation(run: Path, data_dir: Path) -> dict[str, float]:
+def _hand_computation(run: Path, data_dir: Path, tta: bool = False) -> dict[str, float]:
     """The test split's numbers straight from the pickles and the checkpoint's weights, with
-    numpy for everything after the logits."""
+    numpy for everything after the logits. `tta`: the logits are the mean of each image's and
+    its mirror's."""
     from cifarnet.models import build_model
 
     ckpt = torch.load(run / "best.pt", weights_only=True)
@@ -137,7 +138,11 @@ def _hand_computation(run: Path, data_dir: Path) -> dict[str, float]:
     mean = np.array(ckpt["data"]["mean"]).reshape(1, 3, 1, 1)
     std = np.array(ckpt["data"]["std"]).reshape(1, 3, 1, 1)
     with torch.no_grad():
-        logits = net(torch.from_numpy((x - mean) / std).float()).double().numpy()
+        inputs = torch.from_numpy((x - mean) / std).float()  # (N, 3, 32, 32)
+        logits = net(inputs)
+        if tta:
+            logits = 0.5 * (logits + net(inputs.flip(3)))  # flip(3): left-right
+        logits = logits.double().numpy()
     y = np.array(test["fine_labels"])
     coarse = np.array(test["coarse_labels"])
     fine_to_coarse = dict(zip(y.tolist(), coarse.tolist(), strict=True))
@@ -278,9 +283,13 @@ def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
 
     plain = evaluate(run / "best.pt", data_dir=cifar100_dir, device="cpu", precision="fp32")
     tta = evaluate(run / "best.pt", data_dir=cifar100_dir, device="cpu", precision="fp32", tta=True)
+    expected = _hand_computation(run, cifar100_dir, tta=True)
     assert tta.tta and not plain.tta
-    assert tta.images == plain.images
-    assert tta.loss != plain.loss  # the mirrored images change the logits
+    assert tta.images == plain.images == expected["images"]
+    assert tta.loss == pytest.approx(expected["loss"], rel=1e-5)
+    for key in ("top1", "top5", "superclass_top1", "ece"):
+        assert getattr(tta, key) == pytest.approx(expected[key], abs=1e-3), key
+    assert tta.loss != pytest.approx(plain.loss, rel=1e-5)  # the mirrors did change the logits
 
 
 def test_no_checkpoint_uses_the_newest_run_and_says_so(run, cifar100_dir, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def test_export_defaults_to_the_newest_run_and_reports_parity(exported):
     assert f"using {Path('runs') / 'b' / 'best.pt'}" in output
     assert (folder / "model.onnx").is_file() and (folder / "model.torchscript.pt").is_file()
     assert "200 test images + 56 train images" in output  # the run's own data was at hand
-    assert "max |delta logit|" in output.replace("\n", " ") or "max |delta" in output
+    assert "max |delta" in output  # the column's heading may wrap on a narrow terminal
+    assert len(re.findall(r"\d\.\d\de[-+]\d\d", output)) == 4  # its value, 2 formats x 2 batches
     assert output.count("100.00%") == 4  # top-1 agreement, 2 formats x batch sizes 1 and 64
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 

@@ -14,7 +14,6 @@ from PIL import Image
 
 from cifarnet import images
 from cifarnet.images import (
-    IMAGE_EXTENSIONS,
     RESIZE_POLICIES,
     expand_sources,
     load_image,
@@ -215,9 +214,20 @@ def test_invalid_arguments_raise_value_error(tmp_path):
         load_images([path], workers=-1)
 
 
-def test_image_extensions():
-    expected = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-    assert expected == IMAGE_EXTENSIONS
+def test_a_folder_scan_takes_every_documented_format_in_any_case(tmp_path):
+    suffixes = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
+    pixel = Image.new("RGB", (4, 4), (10, 20, 30))
+    for suffix in suffixes:
+        _save(tmp_path / f"lower.{suffix}", pixel)
+        _save(tmp_path / f"UPPER.{suffix.upper()}", pixel)
+    for decoy in ("notes.txt", "vector.svg", "photo.heic", "archive.png.gz", "png"):
+        (tmp_path / decoy).write_bytes(b"not an image")
+    paths, problems = expand_sources([str(tmp_path)])
+    assert problems == []
+    assert sorted(Path(p).name for p in paths) == sorted(
+        [f"lower.{s}" for s in suffixes] + [f"UPPER.{s.upper()}" for s in suffixes]
+    )
+    assert all(load_image(p).pixels.shape == (32, 32, 3) for p in paths)
 
 
 @pytest.fixture

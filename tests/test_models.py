@@ -52,10 +52,14 @@ def test_reference_state_dict_keys_match_the_write_up() -> None:
 
 def test_reference_initialisation() -> None:
     model = create_model("resnet_reference", 100)
-    assert torch.all(model.bn.weight == 1) and torch.all(model.bn.bias == 0)
-    # Kaiming normal, fan_out: std = sqrt(2 / (out_channels * 3 * 3))
-    w = model.conv4_x[1].conv1.weight
-    assert w.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.05)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 1 + 2 * 12 + 3  # stem, two per basic block, three projection shortcuts
+    assert all(torch.all(m.weight == 1) and torch.all(m.bias == 0) for m in norms)
+    # Kaiming normal, fan_out: std = sqrt(2 / (out_channels * 3 * 3)); on this 32 -> 64
+    # convolution fan_in would give sqrt(2 / (32 * 9)), 41% more
+    w = model.conv3_x[0].conv1.weight
+    assert w.shape == (64, 32, 3, 3)
+    assert w.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
 
 
 def test_zero_init_residual_makes_each_block_its_shortcut() -> None:

@@ -78,7 +78,7 @@ class KeepLast(TrainCallbacks):
         self.saved[row["epoch"]] = (self.run / "last.pt").read_bytes()
 
 
-# ---- exact resume (point 3) -----------------------------------------------------------
+# exact resume (point 3)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_interrupt_then_resume_matches_the_uninterrupted_run(
     _assert_same_run(whole, run)
 
 
-# ---- signals and kill -9 in a real process (point 2) ---------------------------------
+# signals and kill -9 in a real process (point 2)
 
 
 def _spawn(folder: Path, cifar100_dir: Path) -> subprocess.Popen:
@@ -303,7 +303,7 @@ def test_kill_9_between_csv_and_checkpoint_is_repaired(tiny_config: TrainConfig)
     assert _epochs(run) == [1, 2, 3]
 
 
-# ---- divergence (point 4) -------------------------------------------------------------
+# divergence (point 4)
 
 
 def test_nan_loss_stops_with_epoch_step_and_advice(
@@ -379,7 +379,7 @@ def test_huge_lr_diverges_cleanly(tiny_config: TrainConfig) -> None:
         train(_fast(tiny_config, epochs=6, lr=1e12, warmup_epochs=0.0))
 
 
-# ---- resources (point 9) --------------------------------------------------------------
+# resources (point 9)
 
 
 @pytest.mark.parametrize(
@@ -442,7 +442,7 @@ def test_absent_mps_is_a_clear_error(tmp_path: Path) -> None:
         train(TrainConfig(device="mps", data_dir=str(tmp_path), download=False))
 
 
-# ---- outputs (point 7: train and checkpoint writes) ------------------------------------
+# outputs (point 7: train and checkpoint writes)
 
 
 def test_run_folder_is_never_overwritten(tmp_path: Path) -> None:
@@ -557,7 +557,7 @@ def test_crash_while_saving_best_keeps_best_and_last_consistent(
     assert _epochs(keep.run) == [1, 2, 3]
 
 
-# ---- data: an interrupted download (point 5) ------------------------------------------
+# data: an interrupted download (point 5)
 
 
 def test_interrupted_download_is_never_taken_for_complete(

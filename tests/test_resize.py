@@ -28,9 +28,20 @@ def test_resize_batch_keeps_layout_and_skips_full_size() -> None:
     assert abs(small.mean().item() - x.mean().item()) < 0.02
 
 
-def test_training_with_progressive_resizing(tiny_config) -> None:
-    from cifarnet.trainer import train
+def test_training_with_progressive_resizing(tiny_config, monkeypatch) -> None:
+    from cifarnet import trainer
 
-    summary = train(tiny_config.replace(resize_from=16, epochs=2))
+    sides = []  # the side (px) of each training batch after resizing
+
+    def recording(x: torch.Tensor, size: int) -> torch.Tensor:
+        out = resize_batch(x, size)
+        sides.append(out.shape[-1])
+        return out
+
+    monkeypatch.setattr(trainer, "resize_batch", recording)
+    summary = trainer.train(tiny_config.replace(resize_from=16, epochs=2))
     assert summary["epochs"] == 2
-    assert 0.0 <= summary["test_top1"] <= 100.0
+    # every batch of the run, starting at 16 px and growing in 4-px steps to the full 32 px
+    assert len(sides) == 2 * 5  # 300 training images in batches of 64, per epoch
+    assert sides[0] == 16 and sides[-1] == 32
+    assert sides == sorted(sides) and set(sides) <= {16, 20, 24, 28, 32}
