@@ -100,6 +100,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write `payload` to `path` atomically: the file is the old one or the new one, never a
+    mix. A failed write (a full disk, no permission) raises OutputError."""
     # serialised in memory first: torch.save reports a failed file write (a full disk) as a
     # RuntimeError from its zip writer, while a plain write raises OSError, which atomic_write
     # turns into one clear line

@@ -24,6 +24,7 @@ def _pct(value: float | None) -> str:
 
 
 def render_evaluation(console: Console, r: Evaluation) -> None:
+    """The summary, best/worst classes and most confused pairs as rich tables."""
     title = f"{escape(r.checkpoint)} on {r.dataset} {r.split}" + (" (flip TTA)" if r.tta else "")
     summary = Table(title=title, show_header=False)
     summary.add_column(style="bold")
@@ -75,6 +76,7 @@ def _shown_path(path: str) -> str:
 
 
 def render_predictions(console: Console, r: Predictions) -> None:
+    """The first rows of the predictions as a rich table (the CSV holds all of them)."""
     table = Table(title=f"{escape(r.model)}: top-{r.topk} ({r.resize} to 32x32)")
     table.add_column("path", overflow="fold")
     table.add_column("label", style="bold")
@@ -109,6 +111,7 @@ def render_predictions(console: Console, r: Predictions) -> None:
 
 
 def render_export(console: Console, r: ExportResult) -> None:
+    """Each written file with its parity against PyTorch, per batch size."""
     table = Table(
         title=f"export of {escape(r.checkpoint)}, verified on {r.verify_images} "
         "against PyTorch fp32"
@@ -136,6 +139,7 @@ def render_export(console: Console, r: ExportResult) -> None:
 
 
 def render_benchmark(console: Console, r: Benchmark) -> None:
+    """One table row per runtime and precision measured."""
     batch = r.rows[0].batch_size if r.rows else 0
     devices = ", ".join(dict.fromkeys(row.device for row in r.rows))
     table = Table(

@@ -220,10 +220,13 @@ class TrainConfig:
         return resolve_config({**settings, "recipe": recipe}, source="TrainConfig.from_recipe")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain JSON-ready values (what config.json and checkpoints hold)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """A validated config from plain values; unknown keys (other than `_`-prefixed
+        metadata) raise ConfigError naming `source`."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in values if k not in known and not k.startswith("_"))
         if unknown:
@@ -235,6 +238,7 @@ class TrainConfig:
             return cls(**{k: v for k, v in values.items() if k in known})
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied, validated again."""
         with _values_as_given():  # changes to a config already built: not a new label
             return dataclasses.replace(self, **changes)
 

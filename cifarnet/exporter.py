@@ -179,6 +179,8 @@ def _export_one(
 def output_paths(
     checkpoint: Path, formats: Sequence[str], out: str | os.PathLike | None
 ) -> dict[str, Path]:
+    """Where each format is written: next to the checkpoint, in the folder `out`, or at `out`
+    itself when it names one file of the one format asked for."""
     if out is None:
         return {fmt: checkpoint.parent / f"model{SUFFIXES[fmt]}" for fmt in formats}
     text, out = os.fspath(out), Path(out)

@@ -9,6 +9,7 @@ from cifarnet.checkpoint import atomic_write
 
 
 def plot_history(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write results.png: loss and accuracy per epoch from metrics rows (train and val)."""
     import pandas as pd
 
     # a Figure without pyplot: no backend to select (which would change the caller's, e.g. a

@@ -86,6 +86,7 @@ def _cpuinfo_has_bf16() -> bool:
 
 
 def resolve_precision(spec: str, device: torch.device) -> str:
+    """Resolve "auto" to the fastest precision `device` runs well; check an explicit one."""
     if spec not in PRECISIONS:
         raise unknown_name("precision", spec, PRECISIONS)
     if spec != "auto":

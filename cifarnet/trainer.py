@@ -234,6 +234,8 @@ class Trainer:
     def resume(
         cls, path: str | os.PathLike, overrides: dict[str, Any], callbacks: TrainCallbacks
     ) -> Trainer:
+        """A trainer that continues the run of `path` (a last.pt) with `overrides` applied;
+        settings in FIXED_ON_RESUME cannot change."""
         if Path(path).is_dir():
             raise CheckpointError(
                 f"{path} is a folder; resume from the run's last.pt ({Path(path) / 'last.pt'})"
@@ -391,6 +393,7 @@ class Trainer:
         self._resume_data_state = rng.get("data")
 
     def run(self) -> dict[str, Any]:
+        """Train to the end (or the time budget, or a stop signal) and return the summary."""
         c = self.config
         self._prepare_data()
         self._prepare_model()
