@@ -118,3 +118,20 @@ def test_bad_model_kwargs_are_config_errors(kwargs: dict) -> None:
 def test_resnet_stage_lists_of_the_wrong_shape_are_one_config_error(kwargs) -> None:
     with pytest.raises(ConfigError, match="model 'resnet' does not accept"):
         create_model("resnet", 10, **kwargs)
+
+
+def test_golden_logits_of_a_seeded_reference_network() -> None:
+    # recorded once (torch 2.14.1, CPU, fp32): any change to the network's layers, their order,
+    # its initialisation or its forward pass moves them far beyond the tolerance
+    torch.manual_seed(0)
+    model = create_model("resnet_reference", 100).eval()
+    x = torch.linspace(-2, 2, 2 * 3 * 32 * 32).reshape(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)  # (2, 100)
+    expected = torch.tensor(
+        [
+            [-12.374866, -51.687176, -49.962502, -18.362740, 4.588896, -53.493919],
+            [-10.363121, -19.208294, -26.727951, -1.860770, 2.912658, -28.807507],
+        ]
+    )
+    torch.testing.assert_close(logits[:, :6], expected, rtol=1e-4, atol=1e-3)
