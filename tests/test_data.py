@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import pickle
 import tarfile
 from pathlib import Path
@@ -181,11 +182,44 @@ def test_image_counts_other_than_the_official_ones_warn_and_load(
                       "official 50,000 and 10,000; using them as they are"):  # fmt: skip
         d = load_dataset("cifar100", cifar100_dir, download=False)
     assert len(d.train_images) == train
-    official = dataclasses.replace(SPECS["cifar100"], train_count=train, test_count=test)
+    # the official counts and every file's official md5: not a word
+    folder = cifar100_dir / "cifar-100-python"
+    md5 = {n: hashlib.md5((folder / n).read_bytes()).hexdigest() for n in ("train", "test", "meta")}
+    official = dataclasses.replace(
+        SPECS["cifar100"], train_count=train, test_count=test, file_md5=tuple(md5.items())
+    )
     monkeypatch.setitem(SPECS, "cifar100", official)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_dataset("cifar100", cifar100_dir, download=False)
+
+
+def test_files_that_differ_from_the_official_ones_warn_and_load(
+    cifar100_dir: Path, cifar100_tar_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    folder = cifar100_dir / "cifar-100-python"
+    # counts as the official ones; the official md5 of meta, the train and test files re-encoded
+    official = dataclasses.replace(
+        SPECS["cifar100"],
+        train_count=100 * TRAIN_PER_CLASS,
+        test_count=100 * TEST_PER_CLASS,
+        file_md5=(
+            ("train", "16019d7e3df5f24257cddd939b257f8d"),
+            ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),
+            ("meta", hashlib.md5((folder / "meta").read_bytes()).hexdigest()),
+        ),
+    )
+    monkeypatch.setitem(SPECS, "cifar100", official)
+    for data_dir, source in ((cifar100_dir, folder), (cifar100_tar_dir, "cifar-100-python.tar.gz")):
+        with pytest.warns(UserWarning) as caught:
+            d = load_dataset("cifar100", data_dir, download=False)
+        assert [str(w.message) for w in caught] == [
+            f"{d.source}: train, test differ from the official CIFAR-100 files (md5); their "
+            "structure is valid, so they are used as they are"
+        ]
+        assert d.source.endswith(str(source)) and len(d.train_images) == 100 * TRAIN_PER_CLASS
 
 
 def test_meta_with_wrong_class_count(tmp_path: Path) -> None:
