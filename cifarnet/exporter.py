@@ -249,10 +249,11 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
     proto = program.model_proto
     made = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and made != opset:
-        # the exporter logs a warning and keeps its own opset when it cannot convert
+        # the exporter logs a warning and keeps its own opset when it cannot convert; how low
+        # it can go depends on the network's operators (resnet_reference: 16 with torch 2.14)
         raise ExportError(
-            f"--opset {opset}: the exporter cannot produce it (it made opset {made}); "
-            f"choose an opset from 18 to {onnx.defs.onnx_opset_version()}"
+            f"--opset {opset}: the exporter cannot convert this network to it (it made opset "
+            f"{made}); choose a higher one, up to {onnx.defs.onnx_opset_version()}"
         )
     proto.doc_string = INPUT_CONTRACT
     onnx.helper.set_model_props(proto, _metadata(info))

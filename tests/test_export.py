@@ -167,6 +167,23 @@ def test_existing_file_is_refused_then_replaced_with_force(run, tmp_path):
     assert out.read_bytes() != b"earlier export"
 
 
+def test_opset_is_the_one_asked_for_or_refused_in_one_line(run, tmp_path):
+    import onnx
+
+    out = tmp_path / "m.onnx"
+    args = ["export", str(run / "best.pt"), "--onnx", "--out", str(out), "--opset"]
+    result = runner.invoke(app, [*args, "20"])
+    assert result.exit_code == 0, result.output
+    opsets = {o.domain: o.version for o in onnx.load(out).opset_import}
+    assert opsets.get("", opsets.get("ai.onnx")) == 20
+    # one the exporter cannot convert to: it keeps its own, which is refused, and no file is left
+    result = runner.invoke(app, [*args, "9", "--out", str(tmp_path / "old.onnx")])
+    assert result.exit_code == 1
+    assert "--opset 9: the exporter cannot convert this network to it" in result.output
+    assert "choose a higher one" in result.output
+    assert not (tmp_path / "old.onnx").exists()
+
+
 def test_failed_verification_leaves_nothing_that_looks_valid(run, tmp_path, monkeypatch):
     import cifarnet.exporter
 
