@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,7 @@ class ModelInfo:
             seed=train.get("seed"),
             subset=train.get("subset"),
             train_fingerprint=data.get("train_fingerprint"),
-            data_dir=train.get("data_dir"),
+            data_dir=train.get("data_dir") or data.get("source"),
         )
 
     @classmethod
@@ -285,6 +285,7 @@ def load_inference_model(
         session = onnx_session(resolved)
         runtime = Runtime(torch.device("cpu"), "fp32", channels_last=False)
         info = onnx_info(session, str(resolved))
+        info = replace(info, data_dir=run_data_source(resolved.parent, info.dataset))
         return LoadedModel(OnnxModule(session), info, runtime, resolved, "onnx", defaulted)
     ckpt = load_checkpoint(resolved)
     info = ModelInfo.from_checkpoint(ckpt, str(resolved))
@@ -292,6 +293,20 @@ def load_inference_model(
     network = NormalizedModel(load_model(ckpt, resolved), info.mean, info.std)
     module = prepare_for_inference(network, runtime, info.image_size, fuse)
     return LoadedModel(module, info, runtime, resolved, "checkpoint", defaulted)
+
+
+def run_data_source(folder: Path, dataset: str) -> str | None:
+    """Where the run in `folder` found its `dataset`, from its config.json; None when `folder`
+    is not such a run. An export carries no local paths, but one saved in its run's folder (the
+    default place) finds the run's data this way."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("dataset") == dataset:
+            source = config.get("_meta", {}).get("data_source") or config.get("data_dir")
+            return source if isinstance(source, str) else None
+    except (OSError, ValueError, AttributeError):  # not a run's config.json
+        pass
+    return None
 
 
 def find_data_dir(info: ModelInfo, data_dir: str | os.PathLike | None) -> str | os.PathLike | None:

@@ -286,8 +286,10 @@ class Trainer:
         c, dev = self.config, self.runtime.device
         self.callbacks.on_status(f"loading {c.dataset}")
         data = load_dataset(c.dataset, c.data_dir, download=c.download)
-        self.data_info = data.info()
-        self.data_source = data.source
+        # where the data was found (--data-dir, $CIFARNET_DATA or the cache), stored absolute so
+        # that `evaluate` of this run's checkpoints finds it again from anywhere
+        self.data_source = os.path.abspath(data.source)
+        self.data_info = {**data.info(), "source": self.data_source}
         train_idx, val_idx = stratified_split(data.train_labels, c.val_size, c.seed)
         if c.subset is not None:
             if c.subset > len(train_idx):

@@ -475,6 +475,21 @@ def test_class_names_are_printed_literally_not_as_rich_markup():
         assert text.count(name) >= 2, name
 
 
+def test_a_run_trained_from_cifarnet_data_finds_its_data_again(
+    tiny_config, cifar100_dir, tmp_path, monkeypatch
+):
+    from cifarnet.evaluation import evaluate
+    from cifarnet.trainer import train
+
+    monkeypatch.setenv("CIFARNET_DATA", str(cifar100_dir))
+    summary = train(tiny_config.replace(data_dir=None, epochs=1))
+    best = Path(summary["run_dir"]) / "best.pt"
+    source = torch.load(best, weights_only=True)["data"]["source"]
+    assert source == os.path.abspath(cifar100_dir / "cifar-100-python")
+    monkeypatch.setenv("CIFARNET_DATA", str(tmp_path / "elsewhere"))  # unset, or changed since
+    assert evaluate(best, device="cpu", download=False).images == 200
+
+
 def test_missing_data_names_every_folder_looked_in(run, tmp_path, monkeypatch):
     from cifarnet.errors import DataError
     from cifarnet.evaluation import evaluate

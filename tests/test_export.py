@@ -130,6 +130,7 @@ def test_torchscript_loads_with_torch_alone(exported):
 def test_onnx_evaluate_and_predict_match_the_checkpoint(exported, cifar100_dir, tmp_path):
     from PIL import Image
 
+    from cifarnet.errors import DataError
     from cifarnet.evaluation import evaluate
     from cifarnet.prediction import predict
 
@@ -143,6 +144,16 @@ def test_onnx_evaluate_and_predict_match_the_checkpoint(exported, cifar100_dir, 
         assert getattr(onnx_result, key) == getattr(torch_result, key)
     assert onnx_result.ece == pytest.approx(torch_result.ece, abs=1e-3)
     assert torch.equal(onnx_result.confusion, torch_result.confusion)
+
+    # without --data-dir, an export saved in its run's folder finds the data that run used
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFARNET_DATA", str(tmp_path / "no-data"))
+        alone = evaluate(folder / "model.onnx", download=False)
+        assert (alone.images, alone.top1) == (onnx_result.images, onnx_result.top1)
+        elsewhere = tmp_path / "elsewhere.onnx"  # not in a run folder: only the usual places
+        elsewhere.write_bytes((folder / "model.onnx").read_bytes())
+        with pytest.raises(DataError, match="not found in"):
+            evaluate(elsewhere, download=False)
 
     for i in range(3):
         Image.new("RGB", (40 + i, 30), (60 * i, 90, 200 - 50 * i)).save(tmp_path / f"{i}.png")
