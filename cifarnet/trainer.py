@@ -149,6 +149,13 @@ class Progress:
     # wall time of the last epoch's ending (validation, checkpoints): with --time it is held
     # back from the steps' share of the budget, so that the whole run ends inside the budget
     epoch_end_seconds: float = 0.0
+    last_step_seconds: float = 0.0  # wall time of the last step: --time predicts the next's
+
+    def budget_spent(self, time_minutes: float) -> bool:
+        """With --time: whether the next step would end past the steps' share of the budget
+        (steps take about the same time)."""
+        next_end = self.elapsed_seconds + self.last_step_seconds
+        return next_end >= step_budget_seconds(time_minutes, self.epoch_end_seconds)
 
 
 class _StopFlag:
@@ -204,6 +211,38 @@ def train(
     return Trainer(config, callbacks).run()
 
 
+def step_budget_seconds(time_minutes: float, epoch_end_seconds: float) -> float:
+    """The seconds of a --time budget left to the steps: the budget less what ending the final
+    epoch takes (validation, checkpoints), but never less than half of it."""
+    budget = time_minutes * 60
+    return max(budget - epoch_end_seconds, 0.5 * budget)
+
+
+def _check_there_is_more_to_train(
+    path: str | os.PathLike, config: TrainConfig, progress: Progress, overrides: dict[str, Any]
+) -> None:
+    """Refuse a resume that would end at once: it would train nothing and yet rewrite the run's
+    config.json and summary with settings that never ran. A run saved mid-epoch may always
+    finish that epoch."""
+    if progress.step_in_epoch:
+        return
+    done = progress.epoch
+    if config.time_minutes is None:
+        if done >= config.epochs:
+            raise ConfigError(
+                f"{path}: the run already completed {done} of {config.epochs} epochs; "
+                f"pass --epochs N (N > {done}) to train further"
+            )
+        return
+    if progress.budget_spent(config.time_minutes):  # a --time run's length is its budget
+        used = progress.elapsed_seconds / 60
+        hint = " (--epochs does not lengthen a --time run)" if "epochs" in overrides else ""
+        raise ConfigError(
+            f"{path}: the run already used {used:.2f} of its {config.time_minutes:g} minutes"
+            f"{hint}; pass --time M (M > {used:.2f}) to train further"
+        )
+
+
 class Trainer:
     def __init__(
         self,
@@ -228,7 +267,6 @@ class Trainer:
         self._folder = folder
         self._checkpoint = checkpoint
         self._resume_path: Path | None = None
-        self._last_step_seconds = 0.0
 
     @classmethod
     def resume(
@@ -252,7 +290,7 @@ class Trainer:
             # recipe was "reference", and its optimizer state has the parameter groups to match
             legacy = {"decay_norm_and_bias": saved.get("recipe") == "reference"}
             values = {**legacy, **saved, **overrides}
-            done = ckpt["progress"]["epoch"]
+            progress = Progress(**ckpt["progress"])
         except (KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path} lacks its training state ({exc}); damaged") from None
         for name in FIXED_ON_RESUME:
@@ -262,15 +300,7 @@ class Trainer:
                     f"started with {saved.get(name)!r}); start a new run instead"
                 )
         config = TrainConfig.from_dict(values, source=str(path))
-        if (
-            config.time_minutes is None
-            and done >= config.epochs
-            and not ckpt["progress"].get("step_in_epoch")
-        ):
-            raise ConfigError(
-                f"{path}: the run already completed {done} of {config.epochs} epochs; "
-                f"pass --epochs N (N > {done}) to train further"
-            )
+        _check_there_is_more_to_train(path, config, progress, overrides)
         trainer = cls(config, callbacks, folder=Path(path).parent, checkpoint=ckpt)
         trainer._resume_path = Path(path)
         try:  # a mismatch fails here, before any data is loaded
@@ -428,15 +458,12 @@ class Trainer:
 
     def _finished(self) -> bool:
         if self.config.time_minutes is not None:
-            # stop before a step that would end past the budget (steps take about the same time)
-            next_end = self.progress.elapsed_seconds + self._last_step_seconds
-            return next_end >= self._step_budget_seconds()
+            return self.progress.budget_spent(self.config.time_minutes)
         return self.progress.epoch >= self.config.epochs
 
     def _step_budget_seconds(self) -> float:
         """The --time budget less what ending the final epoch will take."""
-        budget = self.config.time_minutes * 60
-        return max(budget - self.progress.epoch_end_seconds, 0.5 * budget)
+        return step_budget_seconds(self.config.time_minutes, self.progress.epoch_end_seconds)
 
     def _progress_fraction(self, steps_per_epoch: int) -> float:
         c, p = self.config, self.progress
@@ -528,7 +555,7 @@ class Trainer:
             count += result.count
             p.global_step += 1
             now = time.perf_counter()
-            self._last_step_seconds = now - t_loop
+            p.last_step_seconds = now - t_loop
             p.elapsed_seconds += now - t_loop
             train_seconds += now - t_loop
             t_loop = now

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 
 def test_time_budget_ends_inside_the_budget_with_the_schedule_fitted(tiny_config) -> None:
@@ -26,6 +27,26 @@ def test_time_budget_ends_inside_the_budget_with_the_schedule_fitted(tiny_config
     # linear decay over the budget: the lr falls epoch by epoch and ends near zero
     assert metrics["lr"].is_monotonic_decreasing
     assert metrics["lr"].iloc[-1] < 0.15 * config.lr
+
+
+def test_a_spent_budget_is_extended_with_time_not_epochs(tiny_config) -> None:
+    from cifarnet.errors import ConfigError
+    from cifarnet.trainer import train
+
+    summary = train(tiny_config.replace(time_minutes=0.03))  # 1.8 s
+    run = Path(summary["run_dir"])
+    config_json = (run / "config.json").read_bytes()
+    # refused before anything is rewritten: it would train nothing
+    with pytest.raises(
+        ConfigError,
+        match=r"already used [0-9.]+ of its 0\.03 minutes \(--epochs does not lengthen a --time "
+        r"run\); pass --time M \(M > [0-9.]+\) to train further",
+    ):
+        train(resume=run / "last.pt", overrides={"epochs": 50})
+    assert (run / "config.json").read_bytes() == config_json
+    longer = train(resume=run / "last.pt", overrides={"time_minutes": 0.06})
+    assert longer["epochs"] > summary["epochs"]
+    assert len(pd.read_csv(run / "metrics.csv")) == longer["epochs"]
 
 
 def test_python_api_applies_the_recipe_to_keyword_settings(tiny_config) -> None:
