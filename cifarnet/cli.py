@@ -48,9 +48,9 @@ def _root(
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from cifarnet.cli_render import PipeSafeConsole
 
-    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = PipeSafeConsole(stderr=stderr, highlight=False, soft_wrap=True)
     if not console.is_terminal:
         # logs and pipes: one line per record, never cut at 80 columns (tables take only the
         # width their cells need)

@@ -1,9 +1,12 @@
-"""Rich rendering of the results of evaluate, predict, export and benchmark. Display only: the
-numbers come from the library's result objects."""
+"""Rich rendering of the results of evaluate, predict, export and benchmark, and the console
+the CLI writes on. Display only: the numbers come from the library's result objects."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
+import os
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -17,6 +20,20 @@ if TYPE_CHECKING:
     from cifarnet.prediction import Predictions
 
 PREDICTION_ROWS_SHOWN = 100
+
+
+class PipeSafeConsole(Console):
+    """A Console whose closed output (`cifarnet train | head`) raises BrokenPipeError. Rich's
+    own handling exits the process (SystemExit), which would end a training run before it saves
+    last.pt; the trainer turns the error into a stop at the next safe point, and the other
+    commands end as Click ends any command whose output was closed."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        # later writes, and Python's flush at exit, go to the null device instead of failing
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.file.fileno())
+        raise BrokenPipeError(errno.EPIPE, "the output was closed")
 
 
 def _pct(value: float | None) -> str:

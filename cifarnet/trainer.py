@@ -182,6 +182,43 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+class _OutputGuard(TrainCallbacks):
+    """The caller's callbacks, but a closed output (`cifarnet train | head`: a write raises
+    BrokenPipeError) does not kill the run with its work unsaved: the callbacks fall silent and
+    the run stops at the next safe point as if signalled SIGPIPE, saving last.pt."""
+
+    def __init__(self, inner: TrainCallbacks, stop: _StopFlag) -> None:
+        self._inner, self._stop, self._lost = inner, stop, False
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self._lost:
+            return
+        try:
+            getattr(self._inner, name)(*args)
+        except BrokenPipeError:
+            self._lost = True
+            if self._stop.signal_number is None:
+                self._stop.signal_number = signal.SIGPIPE
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        self._call("on_start", info)
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        self._call("on_epoch_start", epoch, steps)
+
+    def on_step(self, step: int, steps: int, stats: dict[str, float]) -> None:
+        self._call("on_step", step, steps, stats)
+
+    def on_epoch_end(self, row: dict[str, Any]) -> None:
+        self._call("on_epoch_end", row)
+
+    def on_status(self, message: str) -> None:
+        self._call("on_status", message)
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        self._call("on_end", summary)
+
+
 def train(
     config: TrainConfig | None = None,
     *,
@@ -255,7 +292,8 @@ class Trainer:
             # stored absolute, so `evaluate` finds the run's data from any folder
             config = config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
         self.config = config
-        self.callbacks = callbacks
+        self.stop = _StopFlag()
+        self.callbacks = _OutputGuard(callbacks, self.stop)
         # fail on a bad model name or kwargs before loading data or creating folders; seeded
         # first, so that the initial weights depend on --seed alone
         self.num_classes = get_spec(config.dataset).num_classes
@@ -440,8 +478,7 @@ class Trainer:
         self.metrics.rewrite(self.history)  # a resumed run's CSV matches its checkpoint exactly
         self._write_config()
         self.callbacks.on_start(self._start_info())
-        with _StopFlag() as stop:
-            self.stop = stop
+        with self.stop:
             try:
                 while not self._finished():
                     self._run_epoch()
@@ -723,6 +760,8 @@ class Trainer:
         self._save_last(generator, order)
         self._write_plot()
         name = signal.Signals(signum).name
+        if signum == signal.SIGPIPE:
+            name += " (its output was closed)"
         if generator is None and self._finished():
             # nothing is left to resume: `--resume` would only say the run is complete
             message = (

@@ -226,6 +226,21 @@ def test_signal_saves_prints_resume_command_and_exits(
         assert _epochs(folder / "runs" / "train") == list(range(1, done + 2))
 
 
+def test_a_closed_output_stops_training_after_saving(tmp_path: Path, cifar100_dir: Path) -> None:
+    # `cifarnet train | head -1`: the reader goes away after one line
+    folder = tmp_path / "work"
+    proc = _spawn(folder, cifar100_dir)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("error: stopped by SIGPIPE (its output was closed) at epoch ")
+    assert "Resume with: cifarnet train --resume runs/train/last.pt" in lines[-1]
+    assert load_checkpoint(folder / "runs" / "train" / "last.pt")["kind"] == "last"
+
+
 def test_kill_9_then_resume_gives_one_row_per_epoch(
     tmp_path: Path, cifar100_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
