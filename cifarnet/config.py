@@ -316,7 +316,9 @@ def resolve_config(
     if file_values:
         # a bad value in the file is named as the file's, not as a flag the user never typed
         try:
-            TrainConfig.from_dict({**RECIPES[recipe], **file_values, "recipe": recipe})
+            checked = TrainConfig.from_dict({**RECIPES[recipe], **file_values, "recipe": recipe})
+            if {"model", "model_kwargs"} & file_values.keys():
+                _build_once(checked)
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(
@@ -324,6 +326,15 @@ def resolve_config(
             ) from None
     merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}
     return TrainConfig.from_dict(merged, source=str(config_file or source))
+
+
+def _build_once(config: TrainConfig) -> None:
+    """Build the configured network, so that `model_kwargs` it does not accept are refused as
+    the config file's (the network's own check is the only complete one)."""
+    from cifarnet.data import get_spec
+    from cifarnet.models import create_model
+
+    create_model(config.model, get_spec(config.dataset).num_classes, **config.model_kwargs)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -347,3 +347,13 @@ def test_resume_with_a_config_file_names_the_file_in_its_errors(tmp_path) -> Non
     result = runner.invoke(app, ["train", "--resume", "runs/x/last.pt", "--config", str(path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.stderr.startswith(f"error: {path}: --epochs must be a positive integer")
+
+
+def test_model_kwargs_the_network_refuses_are_named_as_the_config_files(tmp_path) -> None:
+    path = tmp_path / "widths.json"
+    path.write_text(json.dumps({"model": "resnet", "model_kwargs": {"widths": [8, 8, 16]}}))
+    args = ["train", "--config", str(path), "--data-dir", str(tmp_path / "none")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.startswith(f"error: {path}: model 'resnet' does not accept")
+    assert "widths must be 4 positive integers" in result.stderr

@@ -55,7 +55,9 @@ def test_recipe_flag_replaces_the_files_recipe_but_not_its_values(tmp_path: Path
 
 
 def test_json_round_trip_and_run_config_with_meta(tmp_path: Path) -> None:
-    c = resolve_config({"recipe": "reference", "epochs": 5, "model_kwargs": {"a": 1}})
+    c = resolve_config(
+        {"recipe": "reference", "epochs": 5, "model_kwargs": {"relu_after_add": True}}
+    )
     assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     path = _write(tmp_path / "config.json", {**c.to_dict(), "_meta": {"torch": "x"}})
     assert resolve_config({}, path) == c
