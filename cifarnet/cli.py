@@ -62,16 +62,19 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
     from rich.markup import escape
 
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
-    _console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
+    with contextlib.suppress(BrokenPipeError):  # stderr's reader has gone: nobody to warn
+        _console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
 
 
 @contextlib.contextmanager
 def handle_errors(
     debug: bool = False, abort_note: Callable[[], str] | None = None
 ) -> Iterator[None]:
-    """CifarnetError -> one red line on stderr and its exit code (1, or 130/143 when
-    interrupted); warnings -> one yellow line each. Tracebacks and warnings' source lines only
-    with --debug. `abort_note()` (asked when Ctrl-C ends the command) follows "aborted"."""
+    """CifarnetError -> one red line on stderr and its exit code (1, or 128 + the signal number
+    when training was stopped: 130, 143, or 141 for a closed output); warnings -> one yellow
+    line each. Tracebacks and warnings' source lines only with --debug. `abort_note()` (asked
+    when Ctrl-C ends the command) follows "aborted". A closed stderr loses the line, never the
+    exit code."""
     try:
         with warnings.catch_warnings():
             if not debug:
@@ -83,13 +86,15 @@ def handle_errors(
         from rich.markup import escape
 
         # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'")
-        _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        with contextlib.suppress(BrokenPipeError):
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         # files are replaced atomically, so nothing is left half-written
         note = abort_note() if abort_note else ""
         note = f" ({note})" if note else ""
-        _console(stderr=True).print(f"[bold red]aborted[/]{note}")
+        with contextlib.suppress(BrokenPipeError):
+            _console(stderr=True).print(f"[bold red]aborted[/]{note}")
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # 143 for a second SIGTERM
 
 
@@ -325,7 +330,8 @@ def train(
 
         if resume is not None:
             if config is not None:
-                resolve_config({}, config)  # a bad value in the file is named as the file's
+                # a bad value in the file is named as the file's
+                resolve_config({}, config, check_model=False)
                 given = {**read_config_file(config), **given}
             train_config, overrides = None, given
         else:

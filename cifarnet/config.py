@@ -303,8 +303,13 @@ def resolve_config(
     flags: dict[str, Any] | None = None,
     config_file: str | Path | None = None,
     source: str = "flags",
+    *,
+    check_model: bool = True,
 ) -> TrainConfig:
-    """Recipe values < config-file values < explicitly given flags (None means 'not given')."""
+    """Recipe values < config-file values < explicitly given flags (None means 'not given').
+    `check_model`: build the network once when the file sets its `model_kwargs`, so that kwargs
+    it does not accept are refused as the file's (off for a resumed run: its network is the
+    checkpoint's)."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     file_values = read_config_file(config_file) if config_file is not None else {}
     recipe = flags.get("recipe", file_values.get("recipe", "default"))
@@ -316,21 +321,24 @@ def resolve_config(
     if file_values:
         # a bad value in the file is named as the file's, not as a flag the user never typed
         try:
-            checked = TrainConfig.from_dict({**RECIPES[recipe], **file_values, "recipe": recipe})
-            if {"model", "model_kwargs"} & file_values.keys():
-                _build_once(checked)
+            TrainConfig.from_dict({**RECIPES[recipe], **file_values, "recipe": recipe})
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(
                 message if message.startswith(str(config_file)) else f"{config_file}: {message}"
             ) from None
     merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}
-    return TrainConfig.from_dict(merged, source=str(config_file or source))
+    config = TrainConfig.from_dict(merged, source=str(config_file or source))
+    if check_model and "model_kwargs" in file_values and "model_kwargs" not in flags:
+        try:
+            _build_once(config)  # the model named anywhere, with the file's kwargs
+        except ConfigError as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+    return config
 
 
 def _build_once(config: TrainConfig) -> None:
-    """Build the configured network, so that `model_kwargs` it does not accept are refused as
-    the config file's (the network's own check is the only complete one)."""
+    """Build the configured network: its own check of `model_kwargs` is the only complete one."""
     from cifarnet.data import get_spec
     from cifarnet.models import create_model
 

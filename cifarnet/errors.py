@@ -40,7 +40,8 @@ class ExportError(CifarnetError):
 
 
 class TrainingInterrupted(CifarnetError):
-    """SIGINT/SIGTERM stopped training after last.pt was saved at a safe point."""
+    """SIGINT/SIGTERM, or a closed output (as SIGPIPE), stopped training after last.pt was
+    saved at a safe point."""
 
     def __init__(self, message: str, signal_number: int, checkpoint: str) -> None:
         super().__init__(message)

@@ -180,7 +180,8 @@ def output_paths(
     checkpoint: Path, formats: Sequence[str], out: str | os.PathLike | None
 ) -> dict[str, Path]:
     """Where each format is written: next to the checkpoint, in the folder `out`, or at `out`
-    itself when it names one file of the one format asked for."""
+    itself when it names a file (x.onnx or x.pt; with both formats asked for, the other is
+    written beside it: x.onnx and x.torchscript.pt)."""
     if out is None:
         return {fmt: checkpoint.parent / f"model{SUFFIXES[fmt]}" for fmt in formats}
     text, out = os.fspath(out), Path(out)
@@ -251,9 +252,15 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
     if opset is not None and made != opset:
         # the exporter logs a warning and keeps its own opset when it cannot convert; how low
         # it can go depends on the network's operators (resnet_reference: 16 with torch 2.14)
+        newest = onnx.defs.onnx_opset_version()
+        advice = (
+            f"the newest this onnx knows is {newest}"
+            if opset > newest
+            else f"choose a higher one, up to {newest}"
+        )
         raise ExportError(
             f"--opset {opset}: the exporter cannot convert this network to it (it made opset "
-            f"{made}); choose a higher one, up to {onnx.defs.onnx_opset_version()}"
+            f"{made}); {advice}"
         )
     proto.doc_string = INPUT_CONTRACT
     onnx.helper.set_model_props(proto, _metadata(info))

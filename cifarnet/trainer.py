@@ -273,10 +273,13 @@ def _check_there_is_more_to_train(
         return
     if progress.budget_spent(config.time_minutes):  # a --time run's length is its budget
         used = progress.elapsed_seconds / 60
+        # the smallest budget whose steps' share (see step_budget_seconds) fits another step
+        next_end = progress.elapsed_seconds + progress.last_step_seconds
+        needed = min(next_end + progress.epoch_end_seconds, 2 * next_end) / 60
         hint = " (--epochs does not lengthen a --time run)" if "epochs" in overrides else ""
         raise ConfigError(
             f"{path}: the run already used {used:.2f} of its {config.time_minutes:g} minutes"
-            f"{hint}; pass --time M (M > {used:.2f}) to train further"
+            f"{hint}; pass --time M (M > {math.ceil(needed * 1000) / 1000:.3f}) to train further"
         )
 
 
@@ -482,6 +485,10 @@ class Trainer:
             try:
                 while not self._finished():
                     self._run_epoch()
+                if c.time_minutes is not None:
+                    # last.pt was written before its own save was timed: again, with the
+                    # progress this stop was decided on, so that `--resume` sees the same
+                    self._save_last(None, None)
             except TrainingInterrupted:
                 raise  # stopped by a signal: its plot is drawn, and a second Ctrl-C is live
             except Exception:
@@ -627,7 +634,9 @@ class Trainer:
         train_stats = (loss_sum.item() / max(count, 1), 100.0 * correct.item() / max(count, 1))
         self._check_weights(f"the end of epoch {epoch}", lr)
         self._end_epoch(epoch, count, train_seconds, train_stats, lr)
-        if self.stop.signal_number is not None:
+        stop = self.stop.signal_number
+        # a closed output after the last epoch loses nothing: the run ends as usual, silently
+        if stop is not None and not (stop == signal.SIGPIPE and self._finished()):
             self._interrupt(None, None)
 
     def _end_epoch(

@@ -168,3 +168,12 @@ def test_a_recipe_label_without_the_recipes_values_is_refused() -> None:
         TrainConfig.from_recipe("fast", foo=1)
     with pytest.raises(ConfigError, match="recipe must be a string"):
         TrainConfig.from_recipe(None)
+
+
+def test_model_kwargs_from_a_file_are_checked_with_the_model_named_anywhere(tmp_path: Path) -> None:
+    path = _write(tmp_path / "kw.json", {"model_kwargs": {"widths": [8, 8, 16, 16]}})
+    assert resolve_config({"model": "resnet"}, path).model_kwargs == {"widths": [8, 8, 16, 16]}
+    with pytest.raises(ConfigError, match=r"kw\.json: model 'resnet_reference' does not accept"):
+        resolve_config({}, path)  # the recipe's model has no widths
+    # a resumed run's network is its checkpoint's: the file's kwargs are checked against it there
+    assert resolve_config({}, path, check_model=False).model == "resnet_reference"

@@ -193,6 +193,8 @@ def test_opset_is_the_one_asked_for_or_refused_in_one_line(run, tmp_path):
     assert "--opset 9: the exporter cannot convert this network to it" in result.output
     assert "choose a higher one" in result.output
     assert not (tmp_path / "old.onnx").exists()
+    result = runner.invoke(app, [*args, "99", "--out", str(tmp_path / "new.onnx")])
+    assert result.exit_code == 1 and "the newest this onnx knows is" in result.output
 
 
 def test_failed_verification_leaves_nothing_that_looks_valid(run, tmp_path, monkeypatch):

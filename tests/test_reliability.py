@@ -160,7 +160,7 @@ def test_interrupt_then_resume_matches_the_uninterrupted_run(
 # signals and kill -9 in a real process (point 2)
 
 
-def _spawn(folder: Path, cifar100_dir: Path) -> subprocess.Popen:
+def _spawn(folder: Path, cifar100_dir: Path, stderr: int = subprocess.PIPE) -> subprocess.Popen:
     """`python -m cifarnet train` on tiny data for 1000 epochs (2 steps each), in `folder`."""
     folder.mkdir()
     values = {
@@ -180,7 +180,7 @@ def _spawn(folder: Path, cifar100_dir: Path) -> subprocess.Popen:
         [sys.executable, "-m", "cifarnet", "train", "--config", "cfg.json", "--quiet"],
         cwd=folder,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 
@@ -239,6 +239,38 @@ def test_a_closed_output_stops_training_after_saving(tmp_path: Path, cifar100_di
     assert lines[-1].startswith("error: stopped by SIGPIPE (its output was closed) at epoch ")
     assert "Resume with: cifarnet train --resume runs/train/last.pt" in lines[-1]
     assert load_checkpoint(folder / "runs" / "train" / "last.pt")["kind"] == "last"
+    # `2>&1 | head -1`: the warnings and the error line have no reader either; the run still
+    # stops at a safe point, saves and exits 141
+    folder = tmp_path / "both"
+    proc = _spawn(folder, cifar100_dir, stderr=subprocess.STDOUT)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert load_checkpoint(folder / "runs" / "train" / "last.pt")["kind"] == "last"
+
+
+class _ReaderGoneAfterEpoch(TrainCallbacks):
+    """Progress output whose reader goes away at the end of epoch `epoch`."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.rows = epoch, []
+
+    def on_epoch_end(self, row: dict) -> None:
+        self.rows.append(row["epoch"])
+        if row["epoch"] >= self.epoch:
+            raise BrokenPipeError(errno.EPIPE, "closed")
+
+
+def test_a_closed_output_is_a_stop_unless_the_run_is_over(tiny_config) -> None:
+    early = _ReaderGoneAfterEpoch(1)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(tiny_config.replace(epochs=3), callbacks=early)
+    assert stopped.value.exit_code == 141 and early.rows == [1]  # silent after the error
+    assert load_checkpoint(stopped.value.checkpoint)["progress"]["epoch"] == 1
+    # after the last epoch nothing is lost: the run ends as usual, test evaluation included
+    summary = train(tiny_config.replace(epochs=2), callbacks=_ReaderGoneAfterEpoch(2))
+    assert summary["epochs"] == 2 and summary["test_top1"] >= 0
+    assert (Path(summary["run_dir"]) / "summary.json").is_file()
 
 
 def test_kill_9_then_resume_gives_one_row_per_epoch(

@@ -29,23 +29,36 @@ def test_time_budget_ends_inside_the_budget_with_the_schedule_fitted(tiny_config
     assert metrics["lr"].iloc[-1] < 0.15 * config.lr
 
 
-def test_a_spent_budget_is_extended_with_time_not_epochs(tiny_config) -> None:
-    from cifarnet.errors import ConfigError
-    from cifarnet.trainer import train
+def test_a_spent_budget_is_extended_with_time_not_epochs(tiny_config, monkeypatch) -> None:
+    import re
+    import time
 
-    summary = train(tiny_config.replace(time_minutes=0.03))  # 1.8 s
+    from cifarnet import trainer
+    from cifarnet.errors import ConfigError
+
+    def slow_save(payload, path):  # saving takes longer than validating (a GPU, a big model)
+        time.sleep(0.2)
+        save_checkpoint(payload, path)
+
+    save_checkpoint = trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint", slow_save)
+    summary = trainer.train(tiny_config.replace(time_minutes=0.03))  # 1.8 s
     run = Path(summary["run_dir"])
     config_json = (run / "config.json").read_bytes()
     # refused before anything is rewritten: it would train nothing
-    with pytest.raises(
-        ConfigError,
-        match=r"already used [0-9.]+ of its 0\.03 minutes \(--epochs does not lengthen a --time "
-        r"run\); pass --time M \(M > [0-9.]+\) to train further",
-    ):
-        train(resume=run / "last.pt", overrides={"epochs": 50})
+    with pytest.raises(ConfigError) as refused:
+        trainer.train(resume=run / "last.pt", overrides={"epochs": 50})
+    message = str(refused.value)
+    assert re.search(
+        r"already used [0-9.]+ of its 0\.03 minutes \(--epochs does not lengthen a --time run\); "
+        r"pass --time M \(M > [0-9.]+\) to train further",
+        message,
+    ), message
     assert (run / "config.json").read_bytes() == config_json
-    longer = train(resume=run / "last.pt", overrides={"time_minutes": 0.06})
-    assert longer["epochs"] > summary["epochs"]
+    # the budget it names is enough for one more step (and the end of its epoch)
+    needed = float(re.search(r"M > ([0-9.]+)", message).group(1))
+    longer = trainer.train(resume=run / "last.pt", overrides={"time_minutes": needed + 0.001})
+    assert longer["epochs"] == summary["epochs"] + 1
     assert len(pd.read_csv(run / "metrics.csv")) == longer["epochs"]
 
 
