@@ -57,6 +57,9 @@ from cifarnet.runtime import Runtime, out_of_memory_as, resolve_runtime, seed_ev
 from cifarnet.schedule import lr_factor
 
 MAX_WARMUP_FRACTION = 0.2
+# a closed output stops a run as this signal would (Windows has no SIGPIPE: the number is the
+# one Unix shells report, as exit code 128 + 13)
+SIGPIPE = getattr(signal, "SIGPIPE", 13)
 # What a resumed run keeps: the saved weights and optimizer state are bound to the network, and
 # the validation split (and the subset trained on) to the data the run has already seen; its
 # step counters count batches of its batch size (the schedule's position and a mid-epoch restart
@@ -198,7 +201,7 @@ class _OutputGuard(TrainCallbacks):
         except BrokenPipeError:
             self._lost = True
             if self._stop.signal_number is None:
-                self._stop.signal_number = signal.SIGPIPE
+                self._stop.signal_number = SIGPIPE
 
     def on_start(self, info: dict[str, Any]) -> None:
         self._call("on_start", info)
@@ -636,7 +639,7 @@ class Trainer:
         self._end_epoch(epoch, count, train_seconds, train_stats, lr)
         stop = self.stop.signal_number
         # a closed output after the last epoch loses nothing: the run ends as usual, silently
-        if stop is not None and not (stop == signal.SIGPIPE and self._finished()):
+        if stop is not None and not (stop == SIGPIPE and self._finished()):
             self._interrupt(None, None)
 
     def _end_epoch(
@@ -768,9 +771,10 @@ class Trainer:
         signum = self.stop.signal_number or signal.SIGINT
         self._save_last(generator, order)
         self._write_plot()
-        name = signal.Signals(signum).name
-        if signum == signal.SIGPIPE:
-            name += " (its output was closed)"
+        if signum == SIGPIPE:
+            name = "SIGPIPE (its output was closed)"
+        else:
+            name = signal.Signals(signum).name
         if generator is None and self._finished():
             # nothing is left to resume: `--resume` would only say the run is complete
             message = (
