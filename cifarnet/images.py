@@ -64,6 +64,11 @@ _FILTER = Image.Resampling.LANCZOS
 # practically indistinguishable from a pure Lanczos resize.
 _REDUCING_GAP = 3.0
 
+# Pillow's decoders of the documented formats only (MPO, a multi-picture JPEG, opens through
+# JPEG's): a file's name says nothing of its contents, and some of Pillow's other decoders run
+# external programs (EPS: Ghostscript) on what they are given.
+DECODERS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa"})
 _16BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
@@ -198,11 +203,17 @@ def _check_args(size: int, resize: str) -> None:
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB (alpha over white, high bit depths scaled to 8 bits)."""
     if im.mode in _16BIT_MODES or im.mode == "I":
-        values = np.asarray(im).astype(np.int64)
         # Mode I usually holds 16-bit data (e.g. from PNG or TIFF): a plain convert() would
-        # clip everything above 255 to white instead of scaling it.
-        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
+        # clip everything above 255 to white instead of scaling it. 16-bit data is shifted
+        # as it is (2 bytes a pixel); wider integers are clipped first.
+        values = np.asarray(im)
+        if values.dtype != np.uint16:
+            values = np.clip(values, 0, 65535)
+        gray = Image.fromarray((values >> 8).astype(np.uint8))
+        transparent = im.info.get("transparency")
+        if isinstance(transparent, int):  # one gray value marked transparent: over white
+            gray.paste(255, mask=Image.fromarray(((values == transparent) * 255).astype(np.uint8)))
+        return gray.convert("RGB")
     if im.mode == "F":
         values = np.nan_to_num(np.asarray(im, dtype=np.float64))
         if values.size and values.min() >= 0.0 and values.max() <= 1.0:
@@ -247,7 +258,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
         return f"image too large (decompression-bomb limit: {Image.MAX_IMAGE_PIXELS} pixels)"
     if isinstance(exc, UnidentifiedImageError):
-        return "not an image file"
+        return "not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)"
     if isinstance(exc, IsADirectoryError):
         return "is a folder, not a file"
     if isinstance(exc, PermissionError):
@@ -282,7 +293,7 @@ def load_image(path: str, size: int = 32, resize: str = "stretch") -> ImageResul
             # they only warn: filtering during load() too would serialise all decoding.
             with _WARNINGS_LOCK, warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(fh)
+                im = Image.open(fh, formats=DECODERS)
             with im:
                 # JPEG only: let the decoder downscale by up to 8x (DCT scaling), keeping
                 # at least twice the target size for the final antialiased resize.

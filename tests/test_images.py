@@ -88,6 +88,21 @@ def test_16bit_keeps_brightness_instead_of_clipping(tmp_path):
     assert (load_image(dim).pixels == 0x40).all()
 
 
+def test_16bit_transparency_goes_over_white(tmp_path):
+    half = np.zeros((8, 8), np.uint16)
+    half[:, 4:] = 0x4000  # left half 0, the value marked transparent
+    path = _save(tmp_path / "t16.png", Image.fromarray(half), transparency=0)
+    pixels = load_image(path, size=8).pixels
+    assert (pixels[:, :3] == 255).all() and (pixels[:, 5:] == 0x40).all()
+
+
+def test_only_the_documented_formats_are_decoded_whatever_the_name(tmp_path):
+    # Pillow reads EPS by running Ghostscript on the file, and ICO or TGA are no photos
+    for fmt, name in (("EPS", "page.jpg"), ("ICO", "icon.png"), ("TGA", "frame.bmp")):
+        path = _save(tmp_path / name, Image.new("RGB", (32, 32), (9, 9, 9)), format=fmt)
+        assert load_image(path).error == "not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)"
+
+
 def test_jpeg_cmyk(tmp_path):
     path = _save(tmp_path / "cmyk.jpg", Image.new("CMYK", (40, 24), (0, 0, 0, 0)), quality=95)
     result = load_image(path)
@@ -318,7 +333,7 @@ def test_expand_keeps_named_file_with_any_suffix(tree):
     paths, problems = expand_sources(["imgs/notes.txt", "imgs/.hidden.png"])
     assert paths == ["imgs/notes.txt", "imgs/.hidden.png"]
     assert problems == []
-    assert load_image(paths[0]).error == "not an image file"
+    assert load_image(paths[0]).error == "not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)"
 
 
 def _encoded(tmp_path: Path, fmt: str) -> bytes:
@@ -340,7 +355,10 @@ def test_truncated_image_is_an_error(tmp_path, fmt):
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(b"", "empty file"), (b"hello, world\n" * 10, "not an image file")],
+    [
+        (b"", "empty file"),
+        (b"hello, world\n" * 10, "not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)"),
+    ],
     ids=["empty", "text"],
 )
 def test_bad_content_is_an_error(tmp_path, content, expected):
@@ -405,7 +423,10 @@ def test_load_images_keeps_order_and_mixes_good_and_bad(tmp_path, workers):
     assert [r.path for r in results] == paths
     for result, value in zip(results, expected, strict=True):
         if value is None:
-            assert (result.pixels, result.error) == (None, "not an image file")
+            assert (result.pixels, result.error) == (
+                None,
+                "not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)",
+            )
         else:
             assert result.error == ""
             assert (result.pixels == value).all()

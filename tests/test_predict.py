@@ -58,7 +58,7 @@ GOOD = ["a_big.jpg", "b_rgba.PNG", "c_gray.bmp", "d_palette.gif", "e_cmyk.TIFF"]
 GOOD += ["f_16bit.png", "g_tiny.webp", "h_bilevel.png", os.path.join("sub", "i_exact.jpeg")]
 BROKEN = {
     "x_truncated.jpg": "truncated image",
-    "y_text.png": "not an image file",
+    "y_text.png": "not an image file (PNG, JPEG, BMP, GIF, WebP or TIFF)",
     "z_empty.gif": "empty file",
 }
 
