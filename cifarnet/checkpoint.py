@@ -177,7 +177,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
-    """Rebuild the network from the checkpoint's model config and load its weights."""
+    """Rebuild the network from the checkpoint's model config and load its weights: the EMA
+    weights when the run kept them (what its validation measured; best.pt holds them as its
+    state_dict, last.pt beside the raw weights it resumes from)."""
     from cifarnet.errors import CifarnetError
     from cifarnet.models import build_model
 
@@ -187,8 +189,16 @@ def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> 
         raise CheckpointError(f"{path}: {exc}") from None
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: model config is malformed ({exc})") from None
+    state = ckpt["state_dict"]
+    if ckpt.get("ema_state_dict"):
+        # torch's AveragedModel: the averaged network's entries under "module.", and a counter
+        state = {
+            name.removeprefix("module."): value
+            for name, value in ckpt["ema_state_dict"].items()
+            if name.startswith("module.")
+        }
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         detail = one_line(exc)
         raise CheckpointError(

@@ -490,6 +490,20 @@ def test_a_run_trained_from_cifarnet_data_finds_its_data_again(
     assert evaluate(best, device="cpu", download=False).images == 200
 
 
+def test_last_pt_of_an_ema_run_is_evaluated_with_its_ema_weights(tiny_config, cifar100_dir):
+    from cifarnet.evaluation import evaluate
+    from cifarnet.trainer import train
+
+    run = Path(train(tiny_config.replace(ema_decay=0.9, epochs=1))["run_dir"])
+    last = torch.load(run / "last.pt", weights_only=True)
+    ema = last["ema_state_dict"]
+    assert any(not torch.equal(v, ema[f"module.{k}"]) for k, v in last["state_dict"].items())
+    kwargs = {"data_dir": cifar100_dir, "device": "cpu", "precision": "fp32"}
+    best, final = evaluate(run / "best.pt", **kwargs), evaluate(run / "last.pt", **kwargs)
+    # one epoch: best.pt and last.pt hold the same averaged network, as validation measured it
+    assert (final.loss, final.top1) == (best.loss, best.top1)
+
+
 def test_missing_data_names_every_folder_looked_in(run, tmp_path, monkeypatch):
     from cifarnet.errors import DataError
     from cifarnet.evaluation import evaluate
