@@ -51,13 +51,7 @@ def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None
     path = Path(path)
     tmp_name = None
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        if hasattr(os, "fchmod"):  # POSIX (Windows has no fchmod before Python 3.13)
-            os.fchmod(fd, _default_mode())  # mkstemp makes 0600; give what open() would give
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp_name = _write_temporary(path, write)
         if check is not None:
             check(Path(tmp_name))
         os.replace(tmp_name, path)
@@ -72,6 +66,52 @@ def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None
         if tmp_name is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
+
+
+def atomic_write_all(files: dict[Path, bytes]) -> None:
+    """Write every file or none: all to temporary files first (flushed, fsynced), then each
+    renamed into place, which takes no space. A failed write (a full disk) removes the
+    temporary files and leaves every earlier file as it was."""
+    temporary: dict[Path, str] = {}
+    try:
+        for path, data in files.items():
+            try:
+                temporary[path] = _write_temporary(path, lambda f, data=data: f.write(data))
+            except OSError as exc:
+                raise OutputError(
+                    f"could not write {path}: {exc.strerror or exc}; none of "
+                    f"{', '.join(p.name for p in files)} was written or changed"
+                ) from None
+        for path in list(temporary):
+            try:
+                os.replace(temporary[path], path)
+            except OSError as exc:
+                raise OutputError(f"could not write {path}: {exc.strerror or exc}") from None
+            del temporary[path]
+        for folder in {path.parent for path in files}:
+            _fsync_dir(folder)
+    finally:
+        for tmp_name in temporary.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def _write_temporary(path: Path, write: Any) -> str:
+    """A temporary file beside `path` holding what `write(fileobj)` wrote, flushed and fsynced,
+    with the permissions open() would give; its name. Removed again if writing fails."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # POSIX (Windows has no fchmod before Python 3.13)
+                os.fchmod(fd, _default_mode())  # mkstemp makes 0600; give what open() gives
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    return tmp_name
 
 
 def _default_mode() -> int:

@@ -29,7 +29,7 @@ from cifarnet.data import get_spec as dataset_spec
 from cifarnet.engine import evaluate as run_evaluation
 from cifarnet.errors import ConfigError, DataError
 from cifarnet.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
-from cifarnet.outputs import check_csv_name, check_new_files, write_bytes, write_csv
+from cifarnet.outputs import check_csv_name, check_new_files, csv_bytes, write_all
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = [
@@ -44,6 +44,9 @@ SUMMARY_COLUMNS = [
     "ece",
     "seconds",
     "images_per_second",
+    "precision",  # how the numbers were made: bf16 and fp32 differ in the last decimals
+    "device",
+    "tta",
 ]
 
 
@@ -93,6 +96,9 @@ class Evaluation:
             "ece": self.ece,
             "seconds": self.seconds,
             "images_per_second": self.images_per_second,
+            "precision": self.precision,
+            "device": self.device,
+            "tta": self.tta,
         }
 
     def ranked_classes(self) -> list[int]:
@@ -123,17 +129,22 @@ class Evaluation:
         return self.superclasses[self.fine_to_coarse[c]]
 
     def save(self, out: str | os.PathLike, force: bool = False) -> list[Path]:
-        """Write the four files next to `out` (see `output_paths`); returns their paths."""
+        """Write the four files next to `out` (see `output_paths`), all or none; returns their
+        paths."""
         paths = output_paths(out)
         check_new_files(paths, force)
         summary, per_class, confusion_csv, heatmap = paths
-        write_csv([self.summary()], summary, SUMMARY_COLUMNS)
-        write_csv(self.per_class_rows(), per_class)
         confusion = {"true_class": self.classes}
         for p, name in enumerate(self.classes):
             confusion[name] = self.confusion[:, p].tolist()
-        write_csv(confusion, confusion_csv)
-        write_bytes(heatmap, _heatmap_png(self))
+        write_all(
+            {
+                summary: csv_bytes([self.summary()], SUMMARY_COLUMNS),
+                per_class: csv_bytes(self.per_class_rows()),
+                confusion_csv: csv_bytes(confusion),
+                heatmap: _heatmap_png(self),
+            }
+        )
         return paths
 
 
@@ -321,8 +332,8 @@ def _heatmap_png(result: Evaluation) -> bytes:
     ax.set(
         xlabel="predicted class",
         ylabel="true class",
-        title=f"{Path(result.checkpoint).name} on {result.dataset} {result.split}: "
-        f"top-1 {result.top1:.2f}%",
+        title=f"{Path(result.checkpoint).name} on {result.dataset} {result.split}"
+        f"{' (flip TTA)' if result.tta else ''}: top-1 {result.top1:.2f}% ({result.precision})",
     )
     fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's images")
     buffer = io.BytesIO()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cifarnet.checkpoint import atomic_write
+from cifarnet.checkpoint import atomic_write, atomic_write_all
 from cifarnet.errors import ConfigError, OutputError
 
 
@@ -49,19 +49,33 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
+def write_all(files: dict[Path, bytes]) -> None:
+    """Several result files, all written or none (see atomic_write_all)."""
+    for path in files:
+        make_parent(path)
+    atomic_write_all(files)
+
+
 def write_csv(
     rows: list[dict[str, Any]] | dict[str, list[Any]],
     path: str | os.PathLike,
     columns: list[str] | None = None,
 ) -> None:
-    """A CSV (pandas, no index) from rows or from columns, written atomically, in UTF-8. A file
-    name that is not valid UTF-8 (Python holds its bytes as surrogates) is written as its
-    original bytes, so the row still names the file."""
+    """A CSV (see csv_bytes), written atomically."""
+    write_bytes(path, csv_bytes(rows, columns))
+
+
+def csv_bytes(
+    rows: list[dict[str, Any]] | dict[str, list[Any]], columns: list[str] | None = None
+) -> bytes:
+    """A CSV (pandas, no index) from rows or from columns, in UTF-8. A file name that is not
+    valid UTF-8 (Python holds its bytes as surrogates) is kept as its original bytes, so the
+    row still names the file."""
     import pandas as pd
 
     buffer = io.StringIO()
     pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
-    write_bytes(path, buffer.getvalue().encode("utf-8", errors="surrogateescape"))
+    return buffer.getvalue().encode("utf-8", errors="surrogateescape")
 
 
 def make_parent(path: Path) -> None:

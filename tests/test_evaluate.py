@@ -196,6 +196,9 @@ def test_evaluate_matches_hand_computation(run, cifar100_dir, tmp_path):
         "ece",
         "seconds",
         "images_per_second",
+        "precision",
+        "device",
+        "tta",
     ]
     row = summary.iloc[0]
     assert (row["checkpoint"], row["dataset"], row["split"]) == (
@@ -203,6 +206,7 @@ def test_evaluate_matches_hand_computation(run, cifar100_dir, tmp_path):
         "cifar100",
         "test",
     )
+    assert (row["precision"], row["device"], row["tta"]) == ("fp32", "cpu", False)
     assert row["images"] == expected["images"] == 200
     assert row["loss"] == pytest.approx(expected["loss"], rel=1e-5)
     for key in ("top1", "top5", "superclass_top1", "ece"):
@@ -502,6 +506,32 @@ def test_last_pt_of_an_ema_run_is_evaluated_with_its_ema_weights(tiny_config, ci
     best, final = evaluate(run / "best.pt", **kwargs), evaluate(run / "last.pt", **kwargs)
     # one epoch: best.pt and last.pt hold the same averaged network, as validation measured it
     assert (final.loss, final.top1) == (best.loss, best.top1)
+
+
+def test_a_failed_write_changes_none_of_the_four_files(run, cifar100_dir, tmp_path, monkeypatch):
+    import errno
+
+    from cifarnet import checkpoint
+    from cifarnet.errors import OutputError
+    from cifarnet.evaluation import evaluate
+
+    out = tmp_path / "r.csv"
+    kwargs = {"data_dir": cifar100_dir, "device": "cpu", "out": out}
+    written = evaluate(run / "best.pt", **kwargs)  # an earlier result set
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert len(before) == 4
+    write_temporary = checkpoint._write_temporary
+
+    def full_disk(path, write):  # the heatmap, written last, does not fit
+        if path.suffix == ".png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_temporary(path, write)
+
+    monkeypatch.setattr(checkpoint, "_write_temporary", full_disk)
+    with pytest.raises(OutputError, match=r"r_confusion\.png: No space left on device; none of"):
+        evaluate(run / "best.pt", tta=True, force=True, **kwargs)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary left
+    assert written.tta is False and pd.read_csv(out)["tta"].tolist() == [False]
 
 
 def test_missing_data_names_every_folder_looked_in(run, tmp_path, monkeypatch):
