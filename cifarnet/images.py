@@ -90,10 +90,15 @@ def _is_image_name(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: str) -> list[str]:
-    """Image files below ``folder``, recursively, skipping hidden files and hidden folders."""
+def _walk_images(folder: str, problems: list[str]) -> list[str]:
+    """Image files below ``folder``, recursively, skipping hidden files and hidden folders. A
+    folder that cannot be listed (no permission) adds a line to ``problems``."""
+
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"cannot read folder {exc.filename}: {exc.strerror or exc}")
+
     found = []
-    for root, dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         found.extend(
             os.path.join(root, f) for f in files if not f.startswith(".") and _is_image_name(f)
@@ -151,7 +156,8 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
     suffix, so a mis-named or broken file is reported later by :func:`load_image`. Folders
     are searched recursively for files with a suffix in :data:`IMAGE_EXTENSIONS` (any case);
     hidden files and folders are skipped. Globs support ``*``, ``?``, ``[...]`` and ``**``.
-    ``problems`` holds one line per source that gave no images.
+    ``problems`` holds one line per source that gave no images, and per folder that could not
+    be read.
     """
     paths: list[str] = []
     problems: list[str] = []
@@ -167,8 +173,10 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
 
     for source in sources:
         if os.path.isdir(source):
-            found = _walk_images(source)
-            if not found:
+            unreadable: list[str] = []
+            found = _walk_images(source, unreadable)
+            problems.extend(unreadable)
+            if not found and not unreadable:
                 problems.append(f"no image files in folder: {source}")
         elif os.path.lexists(source):
             # Also broken links and special files: load_image reports what is wrong.
@@ -181,7 +189,7 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
             found = []
             for match in matches:
                 if os.path.isdir(match):
-                    found.extend(_walk_images(match))
+                    found.extend(_walk_images(match, problems))
                 elif _is_image_name(match):
                     found.append(match)
             if not found:

@@ -300,6 +300,23 @@ def test_expand_missing_and_empty_sources(tree):
     ]
 
 
+def test_a_folder_that_cannot_be_read_is_named_not_taken_for_empty(tree, monkeypatch):
+    scandir = os.scandir
+
+    def denied(path="."):  # as a folder without read permission (tests may run as root)
+        if os.path.basename(os.fspath(path)) in ("sub", "empty"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    paths, problems = expand_sources(["imgs", "empty"])
+    assert paths == TREE_IMAGES[:2]  # the files beside the unreadable subfolder
+    assert problems == [
+        f"cannot read folder {os.path.join('imgs', 'sub')}: Permission denied",
+        "cannot read folder empty: Permission denied",
+    ]
+
+
 def test_expand_removes_duplicates_keeping_first(tree):
     paths, problems = expand_sources(
         ["imgs/b.png", "imgs", "./imgs/b.png", str(tree / "imgs" / "a.JPG"), "imgs/*.png"]
