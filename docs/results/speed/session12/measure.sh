@@ -31,7 +31,7 @@ cat $D/compare-evaluate.json
 $B/python scripts/profile_evaluate.py $R/e10-default/best.pt --data-dir /tmp/cifar --peak-gmacs $peak > $D/profile-evaluate.txt 2>&1
 tail -5 $D/profile-evaluate.txt
 for b in 1 256; do
-  $B/cifarnet benchmark $R/e10-default/best.pt --no-train --batch-size $b --seconds 5 --out $D/inference-b$b.csv > $D/inference-b$b.txt 2>&1
+  $B/cifarnet benchmark $R/e10-default/best.pt --no-train --batch-size $b --seconds 5 --out $D/inference-b$b.csv --force > $D/inference-b$b.txt 2>&1
   cat $D/inference-b$b.txt
 done
 $B/cifarnet export $R/e10-default/best.pt --onnx --torchscript --data-dir /tmp/cifar --out /tmp/s12/exp/ > $D/export-e10.txt 2>&1
