@@ -154,11 +154,17 @@ class Progress:
     epoch_end_seconds: float = 0.0
     last_step_seconds: float = 0.0  # wall time of the last step: --time predicts the next's
 
+    def step_budget_seconds(self, time_minutes: float) -> float:
+        """The seconds of a --time budget left to the steps: the budget less what ending the
+        final epoch takes (validation, checkpoints), but never less than half of it."""
+        budget = time_minutes * 60
+        return max(budget - self.epoch_end_seconds, 0.5 * budget)
+
     def budget_spent(self, time_minutes: float) -> bool:
         """With --time: whether the next step would end past the steps' share of the budget
         (steps take about the same time)."""
         next_end = self.elapsed_seconds + self.last_step_seconds
-        return next_end >= step_budget_seconds(time_minutes, self.epoch_end_seconds)
+        return next_end >= self.step_budget_seconds(time_minutes)
 
 
 class _StopFlag:
@@ -251,13 +257,6 @@ def train(
     return Trainer(config, callbacks).run()
 
 
-def step_budget_seconds(time_minutes: float, epoch_end_seconds: float) -> float:
-    """The seconds of a --time budget left to the steps: the budget less what ending the final
-    epoch takes (validation, checkpoints), but never less than half of it."""
-    budget = time_minutes * 60
-    return max(budget - epoch_end_seconds, 0.5 * budget)
-
-
 def _check_there_is_more_to_train(
     path: str | os.PathLike, config: TrainConfig, progress: Progress, overrides: dict[str, Any]
 ) -> None:
@@ -276,7 +275,7 @@ def _check_there_is_more_to_train(
         return
     if progress.budget_spent(config.time_minutes):  # a --time run's length is its budget
         used = progress.elapsed_seconds / 60
-        # the smallest budget whose steps' share (see step_budget_seconds) fits another step
+        # the smallest budget whose steps' share (Progress.step_budget_seconds) fits another step
         next_end = progress.elapsed_seconds + progress.last_step_seconds
         needed = min(next_end + progress.epoch_end_seconds, 2 * next_end) / 60
         hint = " (--epochs does not lengthen a --time run)" if "epochs" in overrides else ""
@@ -508,14 +507,10 @@ class Trainer:
             return self.progress.budget_spent(self.config.time_minutes)
         return self.progress.epoch >= self.config.epochs
 
-    def _step_budget_seconds(self) -> float:
-        """The --time budget less what ending the final epoch will take."""
-        return step_budget_seconds(self.config.time_minutes, self.progress.epoch_end_seconds)
-
     def _progress_fraction(self, steps_per_epoch: int) -> float:
         c, p = self.config, self.progress
         if c.time_minutes is not None:
-            return p.elapsed_seconds / self._step_budget_seconds()
+            return p.elapsed_seconds / p.step_budget_seconds(c.time_minutes)
         return p.global_step / (c.epochs * steps_per_epoch)
 
     def _set_lr(self, steps_per_epoch: int) -> float:
