@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cifarnet.checkpoint import atomic_write
+from cifarnet.outputs import write_csv
 
 # accuracies in percent, times in seconds, lr as applied at the end of the epoch
 COLUMNS = [
@@ -37,9 +36,7 @@ class MetricsLog:
 
     def rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Replace the file with exactly these rows (header only when empty), atomically."""
-        buffer = io.StringIO()
-        _frame(rows).to_csv(buffer, index=False)
-        atomic_write(self.path, lambda f: f.write(buffer.getvalue().encode()))
+        write_csv(rows, self.path, COLUMNS)
 
     def append(self, row: dict[str, Any]) -> None:
         text = _frame([row]).to_csv(index=False, header=False)
