@@ -13,17 +13,17 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
-    "TrainConfig": "cifarnet.config",
-    "resolve_config": "cifarnet.config",
+    "TrainConfig": "cifarnet.config.settings",
+    "resolve_config": "cifarnet.config.settings",
     "CifarnetError": "cifarnet.errors",
     "create_model": "cifarnet.models",
     "list_models": "cifarnet.models",
-    "load_dataset": "cifarnet.data",
-    "train": "cifarnet.trainer",
-    "evaluate": "cifarnet.evaluation",
-    "predict": "cifarnet.prediction",
-    "export": "cifarnet.exporter",
-    "benchmark": "cifarnet.benchmarking",
+    "load_dataset": "cifarnet.data.datasets",
+    "train": "cifarnet.training.trainer",
+    "evaluate": "cifarnet.tasks.evaluation",
+    "predict": "cifarnet.tasks.prediction",
+    "export": "cifarnet.tasks.exporting",
+    "benchmark": "cifarnet.tasks.benchmarking",
 }
 
 __all__ = [
@@ -42,15 +42,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from cifarnet.benchmarking import benchmark
-    from cifarnet.config import TrainConfig, resolve_config
-    from cifarnet.data import load_dataset
+    from cifarnet.config.settings import TrainConfig, resolve_config
+    from cifarnet.data.datasets import load_dataset
     from cifarnet.errors import CifarnetError
-    from cifarnet.evaluation import evaluate
-    from cifarnet.exporter import export
     from cifarnet.models import create_model, list_models
-    from cifarnet.prediction import predict
-    from cifarnet.trainer import train
+    from cifarnet.tasks.benchmarking import benchmark
+    from cifarnet.tasks.evaluation import evaluate
+    from cifarnet.tasks.exporting import export
+    from cifarnet.tasks.prediction import predict
+    from cifarnet.training.trainer import train
 
 
 def __getattr__(name: str) -> Any:

@@ -5,7 +5,7 @@ intra-op threads, eager bf16 with BatchNorm folded and each convolution fused wi
 residual addition after it). This script times, over the test images of CKPT's dataset and in
 alternating rounds:
 
-- `eager`: that loop (cifarnet.engine.evaluate on the evaluate model, as `evaluate` runs it);
+- `eager`: that loop (cifarnet.training.step.evaluate on the evaluate model, as `evaluate` runs it);
 - `streams`: one single-thread stream per core (Python threads, each with one intra-op thread,
   taking every n-th batch), as OpenVINO's throughput mode does;
 - `compiled`: the model with BatchNorm folded but its convolutions left unfused, through
@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 import torch._inductor.config as inductor_config
 
-from cifarnet.data import BatchLoader, load_dataset
-from cifarnet.engine import EvalResult, evaluate
-from cifarnet.inference import LoadedModel, load_inference_model
+from cifarnet.data.datasets import load_dataset
+from cifarnet.data.loader import BatchLoader
+from cifarnet.tasks.inference import LoadedModel, load_inference_model
+from cifarnet.training.step import EvalResult, evaluate
 
 
 def images_per_second(run) -> float:

@@ -7,7 +7,7 @@ bf16 rounding. This script quantizes the same folded fp32 network to int8 after 
 per-channel int8 weights, activations observed on calibration images) and times, over the
 test images of CKPT's dataset in alternating rounds:
 
-- `bf16`: evaluate's own loop (cifarnet.engine.evaluate on the evaluate model);
+- `bf16`: evaluate's own loop (cifarnet.training.step.evaluate on the evaluate model);
 - `int8`: the same loop over the quantized network (int8 convolutions use AVX512-VNNI).
 
 Calibration uses the first --calibration training images, never test images.
@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 from evaluate_variants import against, images_per_second  # this folder's sibling script
 
-from cifarnet.data import BatchLoader, load_dataset
-from cifarnet.engine import evaluate
-from cifarnet.inference import LoadedModel, load_inference_model
+from cifarnet.data.datasets import load_dataset
+from cifarnet.data.loader import BatchLoader
+from cifarnet.tasks.inference import LoadedModel, load_inference_model
+from cifarnet.training.step import evaluate
 
 
 def quantize_int8(loaded: LoadedModel, calibration: list) -> torch.nn.Module:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cifarnet.data import load_dataset
+from cifarnet.data.datasets import load_dataset
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import openvino as ov
 import torch
 
 from cifarnet import load_dataset
-from cifarnet.inference import contract_input
+from cifarnet.tasks.inference import contract_input
 
 
 def time_pass(

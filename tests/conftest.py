@@ -28,8 +28,8 @@ def trained_looking(name: str):
     make folding it trivially right, and a zero scale would hide a residual branch."""
     import torch
 
-    from cifarnet.inference import NormalizedModel
     from cifarnet.models import create_model
+    from cifarnet.tasks.inference import NormalizedModel
 
     torch.manual_seed(0)
     model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
@@ -122,7 +122,7 @@ def cifar10_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def tiny_config(cifar100_dir: Path, tmp_path: Path):
     """A TrainConfig for a 2-epoch run on the tiny data, writing into tmp_path/runs."""
-    from cifarnet.config import resolve_config
+    from cifarnet.config.settings import resolve_config
 
     return resolve_config(
         {

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from cifarnet import allocator, runtime
+from cifarnet.runtime import allocator
+from cifarnet.runtime import device as runtime
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ def run(tmp_path_factory, cifar100_dir) -> Path:
 
 
 def test_benchmark_rows_and_csv(run, tmp_path, monkeypatch):
-    import cifarnet.benchmarking
+    import cifarnet.tasks.benchmarking
 
-    monkeypatch.setattr(cifarnet.benchmarking, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(cifarnet.tasks.benchmarking, "cpu_has_native_bf16", lambda: True)
     out = tmp_path / "bench.csv"
     args = [str(run / "best.pt"), "--device", "cpu", "--batch-size", "4", "--seconds", "0.05"]
     result = runner.invoke(app, ["benchmark", *args, "--out", str(out)])
@@ -57,10 +57,10 @@ def test_benchmark_rows_and_csv(run, tmp_path, monkeypatch):
 
 
 def test_no_native_bf16_skips_that_row_and_says_why(run, monkeypatch):
-    import cifarnet.benchmarking
-    from cifarnet.benchmarking import benchmark
+    import cifarnet.tasks.benchmarking
+    from cifarnet.tasks.benchmarking import benchmark
 
-    monkeypatch.setattr(cifarnet.benchmarking, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(cifarnet.tasks.benchmarking, "cpu_has_native_bf16", lambda: False)
     result = benchmark(
         run / "best.pt", device="cpu", batch_size=2, seconds=0.01, train=False, onnx=False
     )
@@ -72,7 +72,7 @@ def test_no_native_bf16_skips_that_row_and_says_why(run, monkeypatch):
 def test_missing_onnx_package_skips_the_onnx_row_and_says_how_to_install(run, monkeypatch):
     import sys
 
-    from cifarnet.benchmarking import benchmark
+    from cifarnet.tasks.benchmarking import benchmark
 
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if `pip install cifarnet[onnx]` was not run
     result = benchmark(run / "best.pt", device="cpu", batch_size=2, seconds=0.01, train=False)
@@ -81,12 +81,12 @@ def test_missing_onnx_package_skips_the_onnx_row_and_says_how_to_install(run, mo
 
 
 def test_out_of_memory_is_one_line(run, monkeypatch):
-    import cifarnet.benchmarking
+    import cifarnet.tasks.benchmarking
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")
 
-    monkeypatch.setattr(cifarnet.benchmarking, "_time_torch", no_memory)
+    monkeypatch.setattr(cifarnet.tasks.benchmarking, "_time_torch", no_memory)
     args = [str(run / "best.pt"), "--device", "cpu", "--batch-size", "100000000"]
     result = runner.invoke(app, ["benchmark", *args])
     assert result.exit_code == 1 and "Traceback" not in result.output
@@ -104,9 +104,9 @@ def test_no_run_benchmarks_a_fresh_reference_network(tmp_path, monkeypatch):
 def test_onnxruntime_uses_as_many_threads_as_torch(run):
     import torch
 
-    from cifarnet.checkpoint import load_checkpoint, load_model
-    from cifarnet.exporter import onnx_bytes
-    from cifarnet.inference import ModelInfo, NormalizedModel, onnx_session
+    from cifarnet.io.checkpoint import load_checkpoint, load_model
+    from cifarnet.tasks.exporting import onnx_bytes
+    from cifarnet.tasks.inference import ModelInfo, NormalizedModel, onnx_session
 
     ckpt = load_checkpoint(run / "best.pt")
     info = ModelInfo.from_checkpoint(ckpt)
@@ -138,12 +138,12 @@ def test_option_errors_are_one_line(args, message):
 
 
 def test_out_must_name_a_csv_file_and_is_checked_before_any_timing(tmp_path, monkeypatch):
-    import cifarnet.benchmarking
+    import cifarnet.tasks.benchmarking
 
     def never(*args, **kwargs):
         raise AssertionError("timed before refusing --out")
 
-    monkeypatch.setattr(cifarnet.benchmarking, "_time_torch", never)
+    monkeypatch.setattr(cifarnet.tasks.benchmarking, "_time_torch", never)
     result = runner.invoke(app, ["benchmark", "--no-onnx", "--out", str(tmp_path / "bench.txt")])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "give a .csv file name (e.g. bench.csv)" in result.stderr

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes that survive faults, and safe loading of bad files (issue 4.1)."""
+"""Checkpoints: atomic writes that survive faults, and safe loading of bad files."""
 
 from __future__ import annotations
 
@@ -15,19 +15,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cifarnet.checkpoint import (
+from cifarnet.cli import app
+from cifarnet.config.settings import TrainConfig
+from cifarnet.errors import CheckpointError, ConfigError, OutputError
+from cifarnet.io.atomic import atomic_write
+from cifarnet.io.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
-    atomic_write,
     load_checkpoint,
     load_model,
     save_checkpoint,
 )
-from cifarnet.cli import app
-from cifarnet.config import TrainConfig
-from cifarnet.errors import CheckpointError, ConfigError, OutputError
 from cifarnet.models import create_model, model_config
-from cifarnet.trainer import train
+from cifarnet.training.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path) -> Pat
     """A finished one-epoch run on tiny data (best.pt and last.pt are real)."""
     from conftest import TINY_MODEL
 
-    from cifarnet.config import resolve_config
+    from cifarnet.config.settings import resolve_config
 
     runs = tmp_path_factory.mktemp("ckpt-runs")
     config = resolve_config(
@@ -178,7 +178,7 @@ def test_kill_9_during_save_leaves_the_previous_file(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import os, signal
-        from cifarnet.checkpoint import atomic_write
+        from cifarnet.io.atomic import atomic_write
 
         def write(f):
             f.write(b"PK" + b"x" * 4096)  # part of a new checkpoint

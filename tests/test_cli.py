@@ -14,7 +14,7 @@ from conftest import TINY_MODEL, write_cifar100
 from typer.testing import CliRunner
 
 import cifarnet
-import cifarnet.trainer as trainer_mod
+import cifarnet.training.trainer as trainer_mod
 from cifarnet.cli import app
 
 runner = CliRunner()
@@ -156,7 +156,7 @@ def test_train_end_to_end(cifar100_dir: Path, tmp_path: Path) -> None:
     assert saved["model_kwargs"] == TINY_MODEL["model_kwargs"]
 
 
-# bad arguments: one line, before any work (issue 4, point 8)
+# bad arguments: one line, before any work
 
 
 @pytest.mark.parametrize(
@@ -253,14 +253,14 @@ def test_train_progress_display_is_released_when_training_fails(monkeypatch, tmp
 
     from rich.console import Console
 
-    import cifarnet.cli_progress
+    import cifarnet.cli.progress
     from cifarnet.errors import DataError
 
     screen = io.StringIO()
     made = []
 
     def rich_callbacks(console, quiet):
-        made.append(cifarnet.cli_progress.RichCallbacks(Console(file=screen, force_terminal=True)))
+        made.append(cifarnet.cli.progress.RichCallbacks(Console(file=screen, force_terminal=True)))
         return made[0]
 
     def failing_training(config, *, resume, overrides, callbacks):
@@ -268,7 +268,7 @@ def test_train_progress_display_is_released_when_training_fails(monkeypatch, tmp
         callbacks.on_epoch_start(1, 10)
         raise DataError("the disk went away")
 
-    monkeypatch.setattr(cifarnet.cli_progress, "make_train_callbacks", rich_callbacks)
+    monkeypatch.setattr(cifarnet.cli.progress, "make_train_callbacks", rich_callbacks)
     monkeypatch.setattr(trainer_mod, "train", failing_training)
     result = runner.invoke(app, ["train", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 1 and "the disk went away" in result.stderr
@@ -284,7 +284,7 @@ def test_epoch_line_without_validation_shows_dashes_not_nan() -> None:
 
     from rich.console import Console
 
-    from cifarnet.cli_progress import PlainCallbacks
+    from cifarnet.cli.progress import PlainCallbacks
 
     screen = io.StringIO()
     callbacks = PlainCallbacks(Console(file=screen, width=300))
@@ -301,7 +301,7 @@ def test_epoch_line_without_validation_shows_dashes_not_nan() -> None:
 def test_peak_memory_is_in_mib_on_linux_and_macos_and_none_without_resource(monkeypatch) -> None:
     import resource
 
-    from cifarnet.trainer import peak_memory_mb
+    from cifarnet.training.trainer import peak_memory_mb
 
     class Usage:
         ru_maxrss = 2 * 2**20  # 2 GiB in KiB (Linux) or 2 MiB in bytes (macOS)
@@ -321,7 +321,7 @@ def test_counting_bar_on_a_terminal_only_and_gone_after_an_error() -> None:
 
     from rich.console import Console
 
-    from cifarnet.cli_progress import counting_bar
+    from cifarnet.cli.progress import counting_bar
 
     with counting_bar(Console(file=io.StringIO()), "evaluating") as update:
         assert update is None  # a pipe or a log: no bar

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cifarnet.config import RECIPES, TrainConfig, read_config_file, resolve_config
+from cifarnet.config.settings import RECIPES, TrainConfig, read_config_file, resolve_config
 from cifarnet.errors import ConfigError
 
 

@@ -13,15 +13,10 @@ import pytest
 import torch
 from conftest import TEST_PER_CLASS, TRAIN_PER_CLASS, write_cifar100
 
-from cifarnet.data import (
-    SPECS,
-    Augment,
-    BatchLoader,
-    Normalize,
-    balanced_subset,
-    load_dataset,
-    stratified_split,
-)
+from cifarnet.data.augment import Augment, Normalize
+from cifarnet.data.datasets import SPECS, load_dataset
+from cifarnet.data.loader import BatchLoader
+from cifarnet.data.splits import balanced_subset, stratified_split
 from cifarnet.errors import DataError
 
 # loading
@@ -81,7 +76,7 @@ def test_data_dir_naming_some_other_file_says_so(tmp_path: Path) -> None:
     assert other.read_bytes() == b"not the archive"
 
 
-# faults in the files (issue 4, point 5)
+# faults in the files
 
 
 def _fresh(tmp_path: Path) -> Path:

@@ -38,8 +38,8 @@ def test_topk_and_per_class_accuracy():
 
 
 def test_engine_top1_breaks_ties_like_the_per_class_counts():
-    from cifarnet.engine import evaluate as run_evaluation
-    from cifarnet.runtime import Runtime
+    from cifarnet.runtime.device import Runtime
+    from cifarnet.training.step import evaluate as run_evaluation
 
     # every row ties classes 3 and 70 at the top (bf16 logits often tie): argmax says 3,
     # torch's CPU topk(5) lists 70 first
@@ -236,7 +236,7 @@ def test_evaluate_matches_hand_computation(run, cifar100_dir, tmp_path):
 
 
 def test_val_and_train_splits_are_the_runs_own(run, cifar100_dir):
-    from cifarnet.evaluation import evaluate
+    from cifarnet.tasks.evaluation import evaluate
 
     val = evaluate(run / "best.pt", data_dir=cifar100_dir, split="val", device="cpu")
     train = evaluate(run / "best.pt", data_dir=cifar100_dir, split="train", device="cpu")
@@ -251,7 +251,7 @@ def test_val_split_refuses_another_copy_of_the_data(run, tmp_path):
     from conftest import write_cifar100
 
     from cifarnet.errors import DataError
-    from cifarnet.evaluation import evaluate
+    from cifarnet.tasks.evaluation import evaluate
 
     write_cifar100(tmp_path, seed=1)  # same classes, other images in another order
     with pytest.raises(DataError, match="is not the copy of cifar100 that the run of"):
@@ -260,7 +260,7 @@ def test_val_split_refuses_another_copy_of_the_data(run, tmp_path):
 
 
 def test_python_api_takes_a_torch_device_and_reports_progress(run, cifar100_dir):
-    from cifarnet.evaluation import evaluate
+    from cifarnet.tasks.evaluation import evaluate
 
     calls = []
     result = evaluate(
@@ -283,7 +283,7 @@ def test_a_run_folder_stands_for_its_best_pt(run, cifar100_dir):
 
 
 def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
-    from cifarnet.evaluation import evaluate
+    from cifarnet.tasks.evaluation import evaluate
 
     plain = evaluate(run / "best.pt", data_dir=cifar100_dir, device="cpu", precision="fp32")
     tta = evaluate(run / "best.pt", data_dir=cifar100_dir, device="cpu", precision="fp32", tta=True)
@@ -393,10 +393,10 @@ def test_public_api_is_lazy_and_complete():
     code = (
         "import sys, cifarnet\n"
         "before = 'torch' in sys.modules\n"
-        "from cifarnet.evaluation import evaluate\n"
-        "from cifarnet.exporter import export\n"
-        "from cifarnet.prediction import predict\n"
-        "from cifarnet.benchmarking import benchmark\n"
+        "from cifarnet.tasks.evaluation import evaluate\n"
+        "from cifarnet.tasks.exporting import export\n"
+        "from cifarnet.tasks.prediction import predict\n"
+        "from cifarnet.tasks.benchmarking import benchmark\n"
         "same = (cifarnet.evaluate is evaluate, cifarnet.predict is predict,\n"
         "        cifarnet.export is export, cifarnet.benchmark is benchmark)\n"
         "print(before, all(same))\n"
@@ -408,8 +408,8 @@ def test_public_api_is_lazy_and_complete():
 def test_cifar10_has_no_superclasses(cifar10_dir, tmp_path, monkeypatch):
     from conftest import TINY_MODEL
 
-    from cifarnet.config import resolve_config
-    from cifarnet.trainer import train
+    from cifarnet.config.settings import resolve_config
+    from cifarnet.training.trainer import train
 
     config = resolve_config(
         {
@@ -440,7 +440,7 @@ def test_cifar10_has_no_superclasses(cifar10_dir, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["resnet_reference", "fastnet"])
 def test_fold_batchnorm_keeps_the_function(name):
-    from cifarnet.inference import fold_batchnorm
+    from cifarnet.tasks.inference import fold_batchnorm
 
     model = trained_looking(name)
     x = torch.rand(4, 3, 32, 32)
@@ -459,8 +459,8 @@ def test_class_names_are_printed_literally_not_as_rich_markup():
 
     from rich.console import Console
 
-    from cifarnet.cli_render import render_evaluation
-    from cifarnet.evaluation import Evaluation
+    from cifarnet.cli.render import render_evaluation
+    from cifarnet.tasks.evaluation import Evaluation
 
     names = ["[bold]cat", "dog[/]", "[red]x[/red]", "plain"]
     confusion = torch.tensor([[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 0, 2], [0, 0, 0, 2]])
@@ -482,8 +482,8 @@ def test_class_names_are_printed_literally_not_as_rich_markup():
 def test_a_run_trained_from_cifarnet_data_finds_its_data_again(
     tiny_config, cifar100_dir, tmp_path, monkeypatch
 ):
-    from cifarnet.evaluation import evaluate
-    from cifarnet.trainer import train
+    from cifarnet.tasks.evaluation import evaluate
+    from cifarnet.training.trainer import train
 
     monkeypatch.setenv("CIFARNET_DATA", str(cifar100_dir))
     summary = train(tiny_config.replace(data_dir=None, epochs=1))
@@ -495,8 +495,8 @@ def test_a_run_trained_from_cifarnet_data_finds_its_data_again(
 
 
 def test_last_pt_of_an_ema_run_is_evaluated_with_its_ema_weights(tiny_config, cifar100_dir):
-    from cifarnet.evaluation import evaluate
-    from cifarnet.trainer import train
+    from cifarnet.tasks.evaluation import evaluate
+    from cifarnet.training.trainer import train
 
     run = Path(train(tiny_config.replace(ema_decay=0.9, epochs=1))["run_dir"])
     last = torch.load(run / "last.pt", weights_only=True)
@@ -511,9 +511,9 @@ def test_last_pt_of_an_ema_run_is_evaluated_with_its_ema_weights(tiny_config, ci
 def test_a_failed_write_changes_none_of_the_four_files(run, cifar100_dir, tmp_path, monkeypatch):
     import errno
 
-    from cifarnet import checkpoint
     from cifarnet.errors import OutputError
-    from cifarnet.evaluation import evaluate
+    from cifarnet.io import atomic as checkpoint
+    from cifarnet.tasks.evaluation import evaluate
 
     out = tmp_path / "r.csv"
     kwargs = {"data_dir": cifar100_dir, "device": "cpu", "out": out}
@@ -536,7 +536,7 @@ def test_a_failed_write_changes_none_of_the_four_files(run, cifar100_dir, tmp_pa
 
 def test_missing_data_names_every_folder_looked_in(run, tmp_path, monkeypatch):
     from cifarnet.errors import DataError
-    from cifarnet.evaluation import evaluate
+    from cifarnet.tasks.evaluation import evaluate
 
     data = tmp_path / "data"  # the folder the run trained from, since moved away
     ckpt = torch.load(run / "best.pt", weights_only=True)

@@ -43,7 +43,7 @@ def exported(run, tmp_path_factory) -> tuple[Path, str]:
 
 def _reference(run: Path, images: torch.Tensor) -> torch.Tensor:
     """PyTorch fp32 logits for uint8 images, normalised by hand."""
-    from cifarnet.checkpoint import load_checkpoint, load_model
+    from cifarnet.io.checkpoint import load_checkpoint, load_model
 
     ckpt = load_checkpoint(run / "best.pt")
     net = load_model(ckpt).eval()
@@ -117,7 +117,7 @@ def test_torchscript_loads_with_torch_alone(exported):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "is a TorchScript export, not a checkpoint" in result.stderr
 
-    from cifarnet.exporter import load_torchscript
+    from cifarnet.tasks.exporting import load_torchscript
 
     module, info = load_torchscript(path)
     assert info.classes[3] == "class_03" and info.mean == pytest.approx([0.507, 0.487, 0.441])
@@ -131,8 +131,8 @@ def test_onnx_evaluate_and_predict_match_the_checkpoint(exported, cifar100_dir, 
     from PIL import Image
 
     from cifarnet.errors import DataError
-    from cifarnet.evaluation import evaluate
-    from cifarnet.prediction import predict
+    from cifarnet.tasks.evaluation import evaluate
+    from cifarnet.tasks.prediction import predict
 
     folder, _ = exported
     kwargs = {"data_dir": cifar100_dir, "device": "cpu", "precision": "fp32"}
@@ -198,9 +198,9 @@ def test_opset_is_the_one_asked_for_or_refused_in_one_line(run, tmp_path):
 
 
 def test_failed_verification_leaves_nothing_that_looks_valid(run, tmp_path, monkeypatch):
-    import cifarnet.exporter
+    import cifarnet.tasks.exporting
 
-    monkeypatch.setattr(cifarnet.exporter, "MAX_ABS_DIFF", -1.0)  # nothing can pass
+    monkeypatch.setattr(cifarnet.tasks.exporting, "MAX_ABS_DIFF", -1.0)  # nothing can pass
     new = tmp_path / "new.pt"
     result = runner.invoke(
         app, ["export", str(run / "best.pt"), "--torchscript", "--out", str(new)]
@@ -231,12 +231,12 @@ def test_out_naming_the_checkpoint_is_refused_even_with_force(run, tmp_path):
 
 
 def test_out_below_a_file_is_refused_before_exporting(run, tmp_path, monkeypatch):
-    import cifarnet.exporter
+    import cifarnet.tasks.exporting
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("exported before checking --out")
 
-    monkeypatch.setattr(cifarnet.exporter, "torchscript_bytes", must_not_run)
+    monkeypatch.setattr(cifarnet.tasks.exporting, "torchscript_bytes", must_not_run)
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file")
     out = blocker / "deploy" / "m.pt"
@@ -289,7 +289,7 @@ def test_missing_onnx_packages_say_how_to_install(run, tmp_path, monkeypatch):
 
 def test_output_paths():
     from cifarnet.errors import ConfigError
-    from cifarnet.exporter import output_paths
+    from cifarnet.tasks.exporting import output_paths
 
     ckpt = Path("runs/x/best.pt")
     assert output_paths(ckpt, ["onnx"], None) == {"onnx": Path("runs/x/model.onnx")}
@@ -311,7 +311,7 @@ def test_output_paths():
 
 def test_out_naming_an_existing_file_without_suffix_is_refused(tmp_path):
     from cifarnet.errors import ConfigError
-    from cifarnet.exporter import output_paths
+    from cifarnet.tasks.exporting import output_paths
 
     existing = tmp_path / "deploy"
     existing.write_text("not a folder")
@@ -323,9 +323,9 @@ def test_out_naming_an_existing_file_without_suffix_is_refused(tmp_path):
 def test_verification_images_fall_back_to_seeded_random(run, tmp_path, monkeypatch):
     import dataclasses
 
-    from cifarnet.checkpoint import load_checkpoint
-    from cifarnet.exporter import _verification_images
-    from cifarnet.inference import ModelInfo
+    from cifarnet.io.checkpoint import load_checkpoint
+    from cifarnet.tasks.exporting import _verification_images
+    from cifarnet.tasks.inference import ModelInfo
 
     monkeypatch.setenv("CIFARNET_DATA", str(tmp_path))  # an empty data folder
     info = ModelInfo.from_checkpoint(load_checkpoint(run / "best.pt"))

@@ -1,4 +1,4 @@
-"""cifarnet.fusion: convolutions fused with their ReLU / residual addition for CPU inference."""
+"""cifarnet.tasks.fusion: convolutions fused with their ReLU or residual add (CPU inference)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch.fx
 from conftest import trained_looking
 from torch import nn
 
-from cifarnet import fusion
-from cifarnet.fusion import FusedConv2d, FusedConv2dAdd, fuse_convolutions
-from cifarnet.inference import NormalizedModel, fold_batchnorm, prepare_for_inference
 from cifarnet.models import create_model
-from cifarnet.runtime import Runtime
+from cifarnet.runtime.device import Runtime
+from cifarnet.tasks import fusion
+from cifarnet.tasks.fusion import FusedConv2d, FusedConv2dAdd, fuse_convolutions
+from cifarnet.tasks.inference import NormalizedModel, fold_batchnorm, prepare_for_inference
 
 pytestmark = pytest.mark.skipif(
     not fusion.onednn_fusion_available(), reason="this PyTorch build has no oneDNN fused ops"

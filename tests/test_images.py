@@ -1,4 +1,4 @@
-"""Tests for cifarnet.images: every image is generated in tmp_path with Pillow."""
+"""Tests for cifarnet.tasks.images: every image is generated in tmp_path with Pillow."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarnet import images
-from cifarnet.images import (
+from cifarnet.tasks import images
+from cifarnet.tasks.images import (
     RESIZE_POLICIES,
     expand_sources,
     load_image,
@@ -459,7 +459,7 @@ def test_load_images_can_stop_early(tmp_path):
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, cifarnet.images; print('torch' in sys.modules)"
+    code = "import sys, cifarnet.tasks.images; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(Path(images.__file__).parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False", out.stderr

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from cifarnet.engine import train_step
-from cifarnet.mixing import BatchMix
-from cifarnet.runtime import resolve_runtime
+from cifarnet.data.mixing import BatchMix
+from cifarnet.runtime.device import resolve_runtime
+from cifarnet.training.step import train_step
 
 CLASSES = 10
 

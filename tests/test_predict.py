@@ -100,9 +100,9 @@ def test_folder_of_odd_images_and_broken_files(run, photos, tmp_path):
 
 
 def test_predictions_equal_the_model_on_the_resized_pixels(run, photos):
-    from cifarnet.checkpoint import load_checkpoint, load_model
-    from cifarnet.images import load_image
-    from cifarnet.prediction import predict
+    from cifarnet.io.checkpoint import load_checkpoint, load_model
+    from cifarnet.tasks.images import load_image
+    from cifarnet.tasks.prediction import predict
 
     result = predict(
         [photos / "a_big.jpg", photos / "c_gray.bmp"],
@@ -127,7 +127,7 @@ def test_predictions_equal_the_model_on_the_resized_pixels(run, photos):
 
 
 def test_batching_does_not_change_results_or_order(run, photos):
-    from cifarnet.prediction import predict
+    from cifarnet.tasks.prediction import predict
 
     sources = [photos, photos / "y_text.png", photos / "a_big.jpg"]  # named twice: listed once
     calls = []
@@ -151,7 +151,7 @@ def test_batching_does_not_change_results_or_order(run, photos):
 
 
 def test_one_source_may_be_given_without_a_list(run, photos):
-    from cifarnet.prediction import predict
+    from cifarnet.tasks.prediction import predict
 
     listed = predict([photos / "sub"], run / "best.pt", device="cpu", precision="fp32")
     for source in (photos / "sub", str(photos / "sub")):  # not read letter by letter
@@ -217,7 +217,7 @@ def test_piped_output_keeps_each_row_on_one_line_and_lists_the_whole_top_k(run, 
 
 
 def test_topk_above_the_class_count_lists_all_classes_with_a_warning(run, photos):
-    from cifarnet.prediction import predict
+    from cifarnet.tasks.prediction import predict
 
     with pytest.warns(UserWarning, match="--topk 101 is more than the model's 100 classes"):
         result = predict([photos / "a_big.jpg"], run / "best.pt", topk=101, device="cpu")

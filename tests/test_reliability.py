@@ -1,4 +1,4 @@
-"""Issue 4: faults injected into training (signals, kill -9, divergence, OOM, failed writes, an
+"""Faults injected into training (signals, kill -9, divergence, OOM, failed writes, an
 interrupted download) and exact resume. Tiny data, CPU only; subprocesses where a real signal
 or exit code is the point."""
 
@@ -20,11 +20,10 @@ import torch
 from conftest import TINY_MODEL
 from typer.testing import CliRunner
 
-import cifarnet.trainer as trainer_mod
-from cifarnet.checkpoint import load_checkpoint
+import cifarnet.training.trainer as trainer_mod
 from cifarnet.cli import app
-from cifarnet.config import TrainConfig, resolve_config
-from cifarnet.data import load_dataset
+from cifarnet.config.settings import TrainConfig, resolve_config
+from cifarnet.data.datasets import load_dataset
 from cifarnet.errors import (
     CheckpointError,
     DataError,
@@ -33,8 +32,9 @@ from cifarnet.errors import (
     OutputError,
     TrainingInterrupted,
 )
-from cifarnet.metrics_log import COLUMNS
-from cifarnet.trainer import TrainCallbacks, new_run_folder, train
+from cifarnet.io.checkpoint import load_checkpoint
+from cifarnet.io.metrics_log import COLUMNS
+from cifarnet.training.trainer import TrainCallbacks, new_run_folder, train
 
 TIMING = ["epoch_seconds", "images_per_second", "elapsed_seconds"]
 
@@ -509,7 +509,7 @@ def test_unwritable_runs_dir_is_an_output_error(tmp_path: Path) -> None:
 def test_result_files_that_could_not_be_written_are_refused_up_front(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cifarnet.outputs import check_new_files
+    from cifarnet.io.tables import check_new_files
 
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputError, match=r"file is a file, not a folder"):
@@ -524,7 +524,7 @@ def test_result_files_that_could_not_be_written_are_refused_up_front(
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(
     tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cifarnet.checkpoint as checkpoint_mod
+    import cifarnet.io.checkpoint as checkpoint_mod
 
     real_write = checkpoint_mod.atomic_write
     lasts = []
@@ -560,7 +560,7 @@ def test_failed_metrics_append_is_reported_and_repaired_on_resume(
 ) -> None:
     import builtins
 
-    import cifarnet.metrics_log as metrics_log
+    import cifarnet.io.metrics_log as metrics_log
 
     def full_disk_open(path, mode="r", *args, **kwargs):
         if "a" in mode:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from cifarnet.data import resize_batch, training_resolution
+from cifarnet.data.augment import resize_batch, training_resolution
 
 
 def test_resolution_grows_in_4px_steps_to_full_size() -> None:
@@ -29,7 +29,7 @@ def test_resize_batch_keeps_layout_and_skips_full_size() -> None:
 
 
 def test_training_with_progressive_resizing(tiny_config, monkeypatch) -> None:
-    from cifarnet import trainer
+    from cifarnet.training import trainer
 
     sides = []  # the side (px) of each training batch after resizing
 

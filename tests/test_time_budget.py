@@ -10,7 +10,7 @@ import pytest
 
 
 def test_time_budget_ends_inside_the_budget_with_the_schedule_fitted(tiny_config) -> None:
-    from cifarnet.trainer import train
+    from cifarnet.training.trainer import train
 
     budget_minutes = 0.1  # 6 s: dozens of tiny epochs
     config = tiny_config.replace(time_minutes=budget_minutes, schedule="linear", warmup_epochs=0.0)
@@ -33,8 +33,8 @@ def test_a_spent_budget_is_extended_with_time_not_epochs(tiny_config, monkeypatc
     import re
     import time
 
-    from cifarnet import trainer
     from cifarnet.errors import ConfigError
+    from cifarnet.training import trainer
 
     def slow_save(payload, path):  # saving takes longer than validating (a GPU, a big model)
         time.sleep(0.2)

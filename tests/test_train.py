@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import cifarnet
-from cifarnet.checkpoint import FORMAT, load_checkpoint
-from cifarnet.config import TrainConfig
+from cifarnet.config.settings import TrainConfig
 from cifarnet.errors import ConfigError
-from cifarnet.metrics_log import COLUMNS
-from cifarnet.trainer import TrainCallbacks, train
+from cifarnet.io.checkpoint import FORMAT, load_checkpoint
+from cifarnet.io.metrics_log import COLUMNS
+from cifarnet.training.trainer import TrainCallbacks, train
 
 DESIGN_COLUMNS = [
     "epoch",
@@ -133,7 +133,7 @@ def test_resume_of_a_run_saved_before_decay_norm_and_bias_existed(
 
 def test_optimizer_groups_follow_decay_norm_and_bias(tiny_config: TrainConfig) -> None:
     from cifarnet.models import create_model
-    from cifarnet.trainer import build_optimizer
+    from cifarnet.training.trainer import build_optimizer
 
     model = create_model(tiny_config.model, 100, **tiny_config.model_kwargs)
     one_d = sum(p.numel() for p in model.parameters() if p.ndim <= 1)
@@ -278,7 +278,7 @@ def test_seed_alone_decides_the_weights(tiny_config: TrainConfig) -> None:
 
 
 def test_zero_init_residual_follows_the_config(tiny_config: TrainConfig) -> None:
-    from cifarnet.trainer import Trainer
+    from cifarnet.training.trainer import Trainer
 
     for zero_init in (True, False):
         trainer = Trainer(tiny_config.replace(zero_init_residual=zero_init), TrainCallbacks())
@@ -324,7 +324,7 @@ def test_plot_of_one_epoch_without_validation(
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from cifarnet.plots import plot_history
+    from cifarnet.io.plots import plot_history
 
     figures = []
     savefig = Figure.savefig

@@ -15,8 +15,8 @@ _RUNS: dict[Path, Path] = {}
 def trained_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """runs/tiny/ (best.pt, last.pt, ...) of a 1-epoch run on the tiny CIFAR-100 at `data_dir`."""
     if data_dir not in _RUNS:
-        from cifarnet.config import resolve_config
-        from cifarnet.trainer import train
+        from cifarnet.config.settings import resolve_config
+        from cifarnet.training.trainer import train
 
         root = tmp_path_factory.mktemp("tiny-run")
         config = resolve_config(

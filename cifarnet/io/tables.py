@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cifarnet.checkpoint import atomic_write, atomic_write_all
 from cifarnet.errors import ConfigError, OutputError
+from cifarnet.io.atomic import atomic_write, atomic_write_all
 
 
 def check_csv_name(out: str | os.PathLike, example: str) -> None:

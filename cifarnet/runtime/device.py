@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from cifarnet.allocator import keep_freed_memory_in_process
-from cifarnet.config import PRECISIONS, check_device
+from cifarnet.config.settings import PRECISIONS, check_device
 from cifarnet.errors import DeviceError, unknown_name
+from cifarnet.runtime.allocator import keep_freed_memory_in_process
 
 
 @dataclass(frozen=True)

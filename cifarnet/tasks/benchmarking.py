@@ -21,20 +21,25 @@ from typing import Any
 
 import torch
 
-from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
-from cifarnet.data import get_spec
-from cifarnet.engine import train_step
+from cifarnet.data.datasets import get_spec
 from cifarnet.errors import CheckpointError, ConfigError
-from cifarnet.inference import (
+from cifarnet.io.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.io.tables import check_csv_name, check_new_files, write_csv
+from cifarnet.models import count_parameters, create_model, model_config
+from cifarnet.runtime.device import (
+    Runtime,
+    cpu_has_native_bf16,
+    out_of_memory_as,
+    resolve_device,
+)
+from cifarnet.tasks.inference import (
     INPUT_NAME,
     ModelInfo,
     NormalizedModel,
     prepare_for_inference,
     resolve_model_path,
 )
-from cifarnet.models import count_parameters, create_model, model_config
-from cifarnet.outputs import check_csv_name, check_new_files, write_csv
-from cifarnet.runtime import Runtime, cpu_has_native_bf16, out_of_memory_as, resolve_device
+from cifarnet.training.step import train_step
 
 DEFAULT_MODEL = "resnet_reference"
 COLUMNS = [
@@ -230,8 +235,8 @@ def _time_onnx(
     base: NormalizedModel, info: ModelInfo, batch_size: int, seconds: float, skipped: list[str]
 ) -> BenchmarkRow | None:
     from cifarnet.errors import CifarnetError
-    from cifarnet.exporter import onnx_bytes
-    from cifarnet.inference import onnx_session
+    from cifarnet.tasks.exporting import onnx_bytes
+    from cifarnet.tasks.inference import onnx_session
 
     try:
         session = onnx_session(onnx_bytes(copy.deepcopy(base).eval(), info))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cifarnet.checkpoint import atomic_write
+from cifarnet.io.atomic import atomic_write
 
 
 def plot_history(rows: list[dict[str, Any]], path: str | os.PathLike) -> None:

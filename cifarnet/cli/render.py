@@ -14,10 +14,10 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from cifarnet.benchmarking import Benchmark
-    from cifarnet.evaluation import Evaluation
-    from cifarnet.exporter import ExportResult
-    from cifarnet.prediction import Predictions
+    from cifarnet.tasks.benchmarking import Benchmark
+    from cifarnet.tasks.evaluation import Evaluation
+    from cifarnet.tasks.exporting import ExportResult
+    from cifarnet.tasks.prediction import Predictions
 
 PREDICTION_ROWS_SHOWN = 100
 

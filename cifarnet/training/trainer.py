@@ -21,25 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarnet.checkpoint import (
-    atomic_write,
-    load_checkpoint,
-    save_checkpoint,
-    versions,
-)
-from cifarnet.config import TrainConfig, flag_name, resolve_config
-from cifarnet.data import (
-    Augment,
-    BatchLoader,
-    Normalize,
-    balanced_subset,
-    get_spec,
-    load_dataset,
-    resize_batch,
-    stratified_split,
-    training_resolution,
-)
-from cifarnet.engine import EvalResult, evaluate, train_step
+from cifarnet.config.settings import TrainConfig, flag_name, resolve_config
+from cifarnet.data.augment import Augment, Normalize, resize_batch, training_resolution
+from cifarnet.data.datasets import get_spec, load_dataset
+from cifarnet.data.loader import BatchLoader
+from cifarnet.data.mixing import BatchMix
+from cifarnet.data.splits import balanced_subset, stratified_split
 from cifarnet.errors import (
     Aborted,
     CheckpointError,
@@ -49,12 +36,19 @@ from cifarnet.errors import (
     TrainingInterrupted,
     one_line,
 )
-from cifarnet.metrics_log import MetricsLog
-from cifarnet.mixing import BatchMix
+from cifarnet.io.atomic import atomic_write
+from cifarnet.io.checkpoint import load_checkpoint, save_checkpoint, versions
+from cifarnet.io.metrics_log import MetricsLog
 from cifarnet.models import count_parameters, create_model, model_config
 from cifarnet.models.resnet import zero_init_residual
-from cifarnet.runtime import Runtime, out_of_memory_as, resolve_runtime, seed_everything
-from cifarnet.schedule import lr_factor
+from cifarnet.runtime.device import (
+    Runtime,
+    out_of_memory_as,
+    resolve_runtime,
+    seed_everything,
+)
+from cifarnet.training.schedule import lr_factor
+from cifarnet.training.step import EvalResult, evaluate, train_step
 
 MAX_WARMUP_FRACTION = 0.2
 # a closed output stops a run as this signal would (Windows has no SIGPIPE: the number is the
@@ -807,7 +801,7 @@ class Trainer:
         atomic_write(self.paths.config, lambda f: f.write(text.encode()))
 
     def _write_plot(self) -> None:
-        from cifarnet.plots import plot_history
+        from cifarnet.io.plots import plot_history
 
         if self.history:
             plot_history(self.history, self.paths.plot)

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from cifarnet.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
-from cifarnet.data import Normalize, get_spec, locate
+from cifarnet.data.augment import Normalize
+from cifarnet.data.datasets import get_spec, locate
 from cifarnet.errors import CheckpointError, CifarnetError, ConfigError, one_line
-from cifarnet.fusion import fuse_convolutions
-from cifarnet.runtime import Runtime, resolve_runtime
+from cifarnet.io.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.runtime.device import Runtime, resolve_runtime
+from cifarnet.tasks.fusion import fuse_convolutions
 
 INPUT_CONTRACT = (
     "input 'images': float32 (N, 3, 32, 32), RGB, channels first, values in [0, 1] "
@@ -162,7 +163,7 @@ def prepare_for_inference(
 ) -> nn.Module:
     """`model` as evaluate, predict and benchmark run it: in eval mode, BatchNorm folded, on the
     runtime's device and memory format and, with `fuse` on a CPU in fp32 or bf16, with its
-    convolutions fused with the ReLU or residual addition after them (cifarnet.fusion)."""
+    convolutions fused with the ReLU or residual addition after them (cifarnet.tasks.fusion)."""
     module = fold_batchnorm(model)
     module.to(runtime.device, memory_format=runtime.memory_format()).eval()
     if not fuse or runtime.device.type != "cpu" or runtime.precision not in ("fp32", "bf16"):
@@ -268,11 +269,8 @@ def load_inference_model(
     path: str | os.PathLike | None = None,
     device: str = "auto",
     precision: str = "auto",
-    fuse: bool = True,
 ) -> LoadedModel:
-    """A checkpoint (best.pt / last.pt of any run) or an exported .onnx file, ready to run.
-    `fuse=False` keeps a checkpoint's convolutions plain nn.Conv2d modules (for tools that
-    rewrite the graph themselves, e.g. quantization or torch.compile)."""
+    """A checkpoint (best.pt / last.pt of any run) or an exported .onnx file, ready to run."""
     resolved, defaulted = resolve_model_path(path)
     if resolved.suffix.lower() == ".onnx":
         if device not in ("auto", "cpu") or precision not in ("auto", "fp32"):
@@ -291,7 +289,7 @@ def load_inference_model(
     info = ModelInfo.from_checkpoint(ckpt, str(resolved))
     runtime = resolve_runtime(device, precision)
     network = NormalizedModel(load_model(ckpt, resolved), info.mean, info.std)
-    module = prepare_for_inference(network, runtime, info.image_size, fuse)
+    module = prepare_for_inference(network, runtime, info.image_size)
     return LoadedModel(module, info, runtime, resolved, "checkpoint", defaulted)
 
 

@@ -2,7 +2,7 @@
 is given its final name.
 
 Both formats hold `NormalizedModel`, so they share the checkpoint-independent input contract of
-`cifarnet.inference.INPUT_CONTRACT` (float32 RGB NCHW in [0, 1], normalisation inside), and
+`cifarnet.tasks.inference.INPUT_CONTRACT` (float32 RGB NCHW in [0, 1], normalisation inside), and
 both carry the class names, superclass names, mean/std and the contract as metadata:
 
 * ONNX: a dynamic batch axis; `metadata_props` hold "cifarnet" (all of it as JSON, what
@@ -34,8 +34,7 @@ from pathlib import Path
 
 import torch
 
-from cifarnet.checkpoint import atomic_write, load_checkpoint, load_model
-from cifarnet.data import load_dataset
+from cifarnet.data.datasets import load_dataset
 from cifarnet.errors import (
     CifarnetError,
     ConfigError,
@@ -44,7 +43,10 @@ from cifarnet.errors import (
     OutputError,
     one_line,
 )
-from cifarnet.inference import (
+from cifarnet.io.atomic import atomic_write
+from cifarnet.io.checkpoint import load_checkpoint, load_model
+from cifarnet.io.tables import check_new_files, make_parent
+from cifarnet.tasks.inference import (
     INPUT_CONTRACT,
     INPUT_NAME,
     ONNX_INSTALL_HINT,
@@ -57,7 +59,6 @@ from cifarnet.inference import (
     onnx_session,
     resolve_model_path,
 )
-from cifarnet.outputs import check_new_files, make_parent
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from cifarnet import __version__
-from cifarnet.config import DATASETS, PRECISIONS, RECIPE_HELP, SCHEDULES
+from cifarnet.config.settings import DATASETS, PRECISIONS, RECIPE_HELP, SCHEDULES
 from cifarnet.errors import CifarnetError
 
 app = typer.Typer(
@@ -48,7 +48,7 @@ def _root(
 
 
 def _console(stderr: bool = False) -> Any:
-    from cifarnet.cli_render import PipeSafeConsole
+    from cifarnet.cli.render import PipeSafeConsole
 
     console = PipeSafeConsole(stderr=stderr, highlight=False, soft_wrap=True)
     if not console.is_terminal:
@@ -326,7 +326,7 @@ def train(
         return "no checkpoint had been saved yet"
 
     with handle_errors(debug, abort_note=abort_note):
-        from cifarnet.config import read_config_file, resolve_config
+        from cifarnet.config.settings import read_config_file, resolve_config
 
         if resume is not None:
             if config is not None:
@@ -336,8 +336,8 @@ def train(
             train_config, overrides = None, given
         else:
             train_config, overrides = resolve_config(given, config), None
-        from cifarnet.cli_progress import make_train_callbacks
-        from cifarnet.trainer import train as run_training
+        from cifarnet.cli.progress import make_train_callbacks
+        from cifarnet.training.trainer import train as run_training
 
         callbacks = make_train_callbacks(_console(), quiet)
         try:
@@ -374,7 +374,7 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing outp
 
 def _resolve_model(path: Path | None) -> Path:
     """The given path, or the newest run's best.pt, saying so on stderr."""
-    from cifarnet.inference import resolve_model_path
+    from cifarnet.tasks.inference import resolve_model_path
 
     resolved, defaulted = resolve_model_path(path)
     if defaulted:
@@ -430,9 +430,9 @@ def evaluate(
 ) -> None:
     """Loss, top-1/top-5, superclass accuracy, calibration, per-class results, confusions."""
     with handle_errors(debug):
-        from cifarnet.cli_progress import counting_bar
-        from cifarnet.cli_render import render_evaluation
-        from cifarnet.evaluation import evaluate as run_evaluation
+        from cifarnet.cli.progress import counting_bar
+        from cifarnet.cli.render import render_evaluation
+        from cifarnet.tasks.evaluation import evaluate as run_evaluation
 
         with counting_bar(_console(stderr=True), "evaluating") as progress:
             result = run_evaluation(
@@ -451,7 +451,7 @@ def evaluate(
             )
         render_evaluation(_console(), result)
         if out is not None:
-            from cifarnet.evaluation import output_paths
+            from cifarnet.tasks.evaluation import output_paths
 
             _console().print("wrote " + ", ".join(map(str, output_paths(out))), markup=False)
 
@@ -506,9 +506,9 @@ def predict(
 ) -> None:
     """Top-k classes for images; a file that cannot be read is reported and exits 1."""
     with handle_errors(debug):
-        from cifarnet.cli_progress import counting_bar
-        from cifarnet.cli_render import render_predictions
-        from cifarnet.prediction import predict as run_prediction
+        from cifarnet.cli.progress import counting_bar
+        from cifarnet.cli.render import render_predictions
+        from cifarnet.tasks.prediction import predict as run_prediction
 
         with counting_bar(_console(stderr=True), "predicting") as progress:
             result = run_prediction(
@@ -568,8 +568,8 @@ def export(
 ) -> None:
     """Export to ONNX / TorchScript, then verify the file against PyTorch (fails on mismatch)."""
     with handle_errors(debug):
-        from cifarnet.cli_render import render_export
-        from cifarnet.exporter import export as run_export
+        from cifarnet.cli.render import render_export
+        from cifarnet.tasks.exporting import export as run_export
 
         formats = [f for f, on in (("onnx", onnx), ("torchscript", torchscript)) if on]
         result = run_export(
@@ -618,9 +618,9 @@ def benchmark(
 ) -> None:
     """Training and inference images/s per runtime and precision (synthetic input)."""
     with handle_errors(debug):
-        from cifarnet.benchmarking import benchmark as run_benchmark
-        from cifarnet.cli_render import render_benchmark
+        from cifarnet.cli.render import render_benchmark
         from cifarnet.errors import CheckpointError
+        from cifarnet.tasks.benchmarking import benchmark as run_benchmark
 
         if checkpoint is None and model is None:
             with contextlib.suppress(CheckpointError):  # no run: a fresh resnet_reference

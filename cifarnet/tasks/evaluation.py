@@ -18,18 +18,14 @@ from typing import Any
 import torch
 
 from cifarnet import metrics
-from cifarnet.data import (
-    BatchLoader,
-    balanced_subset,
-    load_dataset,
-    stratified_split,
-    train_fingerprint,
-)
-from cifarnet.data import get_spec as dataset_spec
-from cifarnet.engine import evaluate as run_evaluation
+from cifarnet.data.datasets import get_spec as dataset_spec
+from cifarnet.data.datasets import load_dataset, train_fingerprint
+from cifarnet.data.loader import BatchLoader
+from cifarnet.data.splits import balanced_subset, stratified_split
 from cifarnet.errors import ConfigError, DataError
-from cifarnet.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
-from cifarnet.outputs import check_csv_name, check_new_files, csv_bytes, write_all
+from cifarnet.io.tables import check_csv_name, check_new_files, csv_bytes, write_all
+from cifarnet.tasks.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
+from cifarnet.training.step import evaluate as run_evaluation
 
 SPLITS = ("test", "val", "train")
 SUMMARY_COLUMNS = [

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from cifarnet.outputs import write_csv
+from cifarnet.io.tables import write_csv
 
 # accuracies in percent, times in seconds, lr as applied at the end of the epoch
 COLUMNS = [

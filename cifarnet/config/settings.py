@@ -339,7 +339,7 @@ def resolve_config(
 
 def _build_once(config: TrainConfig) -> None:
     """Build the configured network: its own check of `model_kwargs` is the only complete one."""
-    from cifarnet.data import get_spec
+    from cifarnet.data.datasets import get_spec
     from cifarnet.models import create_model
 
     create_model(config.model, get_spec(config.dataset).num_classes, **config.model_kwargs)

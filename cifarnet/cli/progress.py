@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cifarnet.trainer import TrainCallbacks
+from cifarnet.training.trainer import TrainCallbacks
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cifarnet.metrics import topk_hits
-from cifarnet.runtime import Runtime
+from cifarnet.runtime.device import Runtime
 
 
 @dataclass

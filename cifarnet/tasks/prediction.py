@@ -1,7 +1,7 @@
 """`predict`: top-k classes for image files, folders and globs; one row per input, no printing.
 
-Files are found by `cifarnet.images.expand_sources` and decoded on worker threads by
-`cifarnet.images.load_images` (any mode and size -> 32x32 RGB by the resize policy, EXIF
+Files are found by `cifarnet.tasks.images.expand_sources` and decoded on worker threads by
+`cifarnet.tasks.images.load_images` (any mode and size -> 32x32 RGB by the resize policy, EXIF
 orientation applied) while the model runs batch by batch. A file that cannot be read gets its
 error in its row; the others are still predicted.
 """
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from cifarnet.errors import ConfigError
-from cifarnet.images import RESIZE_POLICIES, ImageResult, expand_sources, load_images
-from cifarnet.inference import LoadedModel, load_inference_model
-from cifarnet.outputs import check_csv_name, check_new_files, write_csv
+from cifarnet.io.tables import check_csv_name, check_new_files, write_csv
+from cifarnet.tasks.images import RESIZE_POLICIES, ImageResult, expand_sources, load_images
+from cifarnet.tasks.inference import LoadedModel, load_inference_model
 
 COLUMNS = ["path", "label", "superclass", "probability", "topk", "error"]
 
@@ -95,7 +95,7 @@ def predict(
 
     `sources`: one such path or pattern, or a list of them.
     `model`: a checkpoint or an exported .onnx file; default the newest runs/*/best.pt.
-    `resize`: how a non-32x32 image becomes 32x32 (see `cifarnet.images`): stretch,
+    `resize`: how a non-32x32 image becomes 32x32 (see `cifarnet.tasks.images`): stretch,
     center-crop or letterbox. Sources that match no image give an error row each.
     `progress(done, total)` is called with the inputs handled so far after each batch.
     """

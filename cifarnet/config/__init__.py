@@ -1,0 +1,1 @@
+"""Training settings: TrainConfig, the recipes and config files, merged recipe < file < flags."""

@@ -1,0 +1,1 @@
+"""The data layer: dataset files, the validation split, batched augmentation and the loader."""

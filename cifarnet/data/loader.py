@@ -1,0 +1,56 @@
+"""The batch loader: shuffled batches cut from uint8 tensors already on the device."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from cifarnet.data.augment import Augment, Normalize
+
+
+class BatchLoader:
+    """Batches from uint8 tensors already on the device: shuffled and augmented for training.
+
+    Randomness comes from one generator that the caller owns (and can save), so an epoch can be
+    replayed or resumed mid-way exactly.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        normalize: Normalize,
+        augment: Augment | None = None,
+        shuffle: bool = False,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size = batch_size
+        self.normalize, self.augment, self.shuffle = normalize, augment, shuffle
+
+    def __len__(self) -> int:
+        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def epoch_order(self, generator: torch.Generator | None) -> torch.Tensor:
+        n = len(self.labels)
+        if not self.shuffle:
+            return torch.arange(n, device=self.images.device)
+        return torch.randperm(n, device=self.images.device, generator=generator)
+
+    def batches(
+        self,
+        generator: torch.Generator | None = None,
+        order: torch.Tensor | None = None,
+        start: int = 0,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(x float (B, 3, H, W), y int64 (B,)) for batches start.., in `order` (default: new)."""
+        if order is None:
+            order = self.epoch_order(generator)
+        for i in range(start, len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment is not None:
+                assert generator is not None, "augmentation needs a generator"
+                x = self.augment(x, generator)
+            yield self.normalize(x), self.labels[idx]

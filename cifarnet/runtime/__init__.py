@@ -1,0 +1,1 @@
+"""Where and how tensors run: device, precision, memory format, seeding, the allocator."""

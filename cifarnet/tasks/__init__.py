@@ -1,0 +1,1 @@
+"""What the commands do, as library functions: evaluate, predict, export, benchmark."""

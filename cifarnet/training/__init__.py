@@ -1,0 +1,1 @@
+"""Training: the epoch loop, the step, the schedule, stop signals and resume."""
