@@ -172,31 +172,36 @@ def expand_sources(sources: Sequence[str]) -> tuple[list[str], list[str]]:
             paths.append(path)
 
     for source in sources:
-        if os.path.isdir(source):
-            unreadable: list[str] = []
-            found = _walk_images(source, unreadable)
-            problems.extend(unreadable)
-            if not found and not unreadable:
-                problems.append(f"no image files in folder: {source}")
-        elif os.path.lexists(source):
-            # Also broken links and special files: load_image reports what is wrong.
-            found = [source]
-        else:
-            matches = sorted(_glob(source))
-            if not matches:
-                problems.append(f"no such file, folder or matching pattern: {source}")
-                continue
-            found = []
-            for match in matches:
-                if os.path.isdir(match):
-                    found.extend(_walk_images(match, problems))
-                elif _is_image_name(match):
-                    found.append(match)
-            if not found:
-                problems.append(f"no image files match pattern: {source}")
-        for path in found:
+        for path in _expand_one(source, problems):
             add(path)
     return paths, problems
+
+
+def _expand_one(source: str, problems: list[str]) -> list[str]:
+    """The image paths one source stands for; a line in `problems` when it gives none."""
+    if os.path.isdir(source):
+        unreadable: list[str] = []
+        found = _walk_images(source, unreadable)
+        problems.extend(unreadable)
+        if not found and not unreadable:
+            problems.append(f"no image files in folder: {source}")
+        return found
+    if os.path.lexists(source):
+        # Also broken links and special files: load_image reports what is wrong.
+        return [source]
+    matches = sorted(_glob(source))
+    if not matches:
+        problems.append(f"no such file, folder or matching pattern: {source}")
+        return []
+    found = []
+    for match in matches:
+        if os.path.isdir(match):
+            found.extend(_walk_images(match, problems))
+        elif _is_image_name(match):
+            found.append(match)
+    if not found:
+        problems.append(f"no image files match pattern: {source}")
+    return found
 
 
 def _check_args(size: int, resize: str) -> None:
