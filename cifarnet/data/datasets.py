@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 import tarfile
 import tempfile
 import warnings
@@ -51,6 +52,14 @@ class DatasetSpec:
     std: tuple[float, float, float]
     coarse_label_key: str | None = None
     coarse_names_key: str | None = None
+
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest file of the dataset read into memory: twice every image of the dataset
+        (3,072 bytes each) plus 64 MiB for labels and names. The official files are at most 155 MB;
+        a file or archive member larger than this is refused from its size alone, unread (a small
+        .tar.gz can expand to gigabytes)."""
+        return 2 * (self.train_count + self.test_count) * 3 * 32 * 32 + 64 * 2**20
 
 
 SPECS = {
@@ -284,16 +293,37 @@ class _ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"unexpected object {module}.{name}")
+        raise _ForeignObject(module, name)
+
+
+class _ForeignObject(pickle.UnpicklingError):
+    """A pickle names a class or function that CIFAR files never hold; it was not called."""
+
+    def __init__(self, module: str, name: str) -> None:
+        super().__init__(f"unexpected object {module}.{name}")
+        self.module, self.name = module, name
+
+    def what(self) -> str:
+        """The object in the user's terms: Python 2's and 3's bytes are just "bytes"."""
+        if self.name in ("bytes", "bytearray") and self.module in ("__builtin__", "builtins"):
+            return "a bytes string"
+        return f"an unexpected object ({self.module}.{self.name})"
 
 
 def _unpickle(raw: bytes, label: str) -> dict[str, Any]:
     try:
         obj = _ArrayUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except _ForeignObject as exc:
+        raise DataError(
+            f"{label} is not a CIFAR data file: it holds {exc.what()} where CIFAR files hold a "
+            "dict of images and labels (refused without running it); re-download it"
+        ) from None
     except Exception as exc:
         raise DataError(f"{label} is not a readable CIFAR pickle ({exc}); re-download it") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{label} does not hold a CIFAR dict; re-download it")
+        raise DataError(
+            f"{label} does not hold a CIFAR dict (it holds a {type(obj).__name__}); re-download it"
+        )
     return obj
 
 
@@ -318,22 +348,14 @@ def _raw_files(spec: DatasetSpec, source: Path) -> Iterator[tuple[str, bytes, st
     names = (*spec.train_files, *spec.test_files, spec.meta_file)
     if source.is_dir():
         for name in names:
-            path = source / name
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                raise DataError(
-                    f"{path} is missing; the {spec.folder}/ folder is incomplete"
-                ) from None
-            except OSError as exc:
-                raise DataError(f"cannot read {path}: {exc}") from None
-            yield name, raw, str(path)
+            yield name, _read_file(spec, source / name), str(source / name)
         return
     found = set()
     try:
         with tarfile.open(source, "r:gz") as tar:
             for member in tar:
                 base = Path(member.name).name
+                _check_size(spec, member.size, f"{source}:{member.name}")
                 if (
                     member.isfile()
                     and base in names
@@ -350,6 +372,29 @@ def _raw_files(spec: DatasetSpec, source: Path) -> Iterator[tuple[str, bytes, st
         raise DataError(f"{source} lacks {', '.join(missing)}; it is not a complete {spec.archive}")
 
 
+def _read_file(spec: DatasetSpec, path: Path) -> bytes:
+    """A dataset file's bytes, refused unread when it is not a regular file (a FIFO or a device
+    would block or never end) or larger than the dataset can be."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise DataError(f"{path} is not a regular file; the {spec.folder}/ folder is damaged")
+        _check_size(spec, info.st_size, str(path))
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing; the {spec.folder}/ folder is incomplete") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def _check_size(spec: DatasetSpec, size: int, label: str) -> None:
+    if size > spec.max_file_bytes:
+        raise DataError(
+            f"{label} is {size / 2**20:,.0f} MiB, far larger than any {spec.title} file "
+            f"(at most {spec.max_file_bytes / 2**20:,.0f} MiB); refused unread: replace it"
+        )
+
+
 def _md5(raw: bytes) -> str:
     return hashlib.md5(raw, usedforsecurity=False).hexdigest()  # a fingerprint, not security
 
@@ -362,7 +407,11 @@ def _labels(
     labels = np.asarray(d[key])
     if labels.shape != (count,):
         raise DataError(f"{label}: {len(labels)} {key} for {count} images")
-    if labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= num_classes:
+    if labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{label}: {key} are {labels.dtype} values, not class numbers 0..{num_classes - 1}"
+        )
+    if labels.min() < 0 or labels.max() >= num_classes:
         raise DataError(f"{label}: {key} outside 0..{num_classes - 1}")
     return labels.astype(np.int64)
 
