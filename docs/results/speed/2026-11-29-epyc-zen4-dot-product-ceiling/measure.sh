@@ -2,7 +2,7 @@
 # Issue 3 closing measurements, session 11, one sitting, nothing else running.
 set -u
 cd /work/main
-D=/work/main/docs/results/speed/session11
+D=/work/main/docs/results/speed/2026-11-29-epyc-zen4-dot-product-ceiling
 B=/work/main/.venv/bin
 R=/tmp/m/runs
 rm -rf /tmp/s11/exp /tmp/s11/pred.csv

@@ -2,7 +2,7 @@
 # Issue 3 closing measurements, session 10, one sitting, nothing else running.
 set -u
 cd /work/main
-D=/work/main/docs/results/speed/session10
+D=/work/main/docs/results/speed/2026-11-29-epyc-zen4-evaluate-fused
 B=/work/main/.venv/bin
 R=/tmp/m/runs
 rm -rf /tmp/s10/exp /tmp/s10/pred.csv /tmp/s10/ab

@@ -6,7 +6,7 @@
 # scripts/make_photo_folder.py.
 set -u
 cd /work/main
-D=/work/main/docs/results/speed/session12
+D=/work/main/docs/results/speed/2026-11-29-xeon-amx
 B=/work/main/.venv/bin
 R=/tmp/m/runs
 rm -rf /tmp/s12/exp /tmp/s12/pred.csv
