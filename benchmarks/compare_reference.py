@@ -1,4 +1,4 @@
-"""Side-by-side throughput: the write-up's loop vs cifarnet, same machine, same sitting.
+"""Side-by-side throughput: the write-up's loop vs cifarnet, on the same machine, alternating.
 
 Training (the default): the reference loop is timed over `--batches` steps of 256 images (its
 own --batches mode); `cifarnet train --recipe reference` (the same network and
@@ -13,12 +13,12 @@ its timed loop, from the summary CSV).
 Each of `--rounds` rounds runs the reference, then cifarnet, so slow spells of a shared
 machine hit both sides alike; the result is the per-round ratios and their median.
 
-    python scripts/compare_reference.py --data-dir DATA \
-        --reference ../shared/reference/reference_train.py [--rounds 3]
-    python scripts/compare_reference.py --data-dir DATA \
-        --reference ../shared/reference/reference_train.py --evaluate runs/train/best.pt
+    python benchmarks/compare_reference.py --data-dir DATA --reference REFERENCE [--rounds 3]
+    python benchmarks/compare_reference.py --data-dir DATA --reference REFERENCE \
+        --evaluate runs/train/best.pt
 
-DATA must hold the extracted cifar-100-python/ folder (the reference script reads it directly).
+DATA must hold the extracted cifar-100-python/ folder (the reference script reads it directly);
+REFERENCE is the write-up's training script, reference_train.py.
 Prints one JSON line.
 """
 

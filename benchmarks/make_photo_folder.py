@@ -5,7 +5,7 @@ has real decoding and resizing work to do, saved alternately as PNG and JPEG (qu
 img_0000.jpg, img_0001.png, ... The first --count test images are used, in order, so two runs
 write the same folder.
 
-    python scripts/make_photo_folder.py OUT_DIR --data-dir DATA [--count 1000] [--size 128]
+    python benchmarks/make_photo_folder.py OUT_DIR --data-dir DATA [--count 1000] [--size 128]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A run's learning curve beside the write-up's own 70-epoch log, epoch by epoch.
 
-The write-up (../shared/reference/original-post.txt) prints one line per epoch:
+The write-up's log (its training output, given as --post) holds one line per epoch:
     Iteration: 12 | Loss: 1.746 | Training accuracy: 55.38% | Test accuracy: 48.44%
 This script reads those lines and a run's metrics.csv and prints, for every epoch both have,
 the write-up's training loss and test top-1 next to the run's training loss and validation
@@ -10,8 +10,8 @@ like for like only approximately). A run with a validation split sees fewer imag
 (45,000 by default), so the table also gives the write-up's test top-1 at the same number of
 training images seen (interpolated between its epochs). With --plot it draws both curves.
 
-    python scripts/compare_writeup_curve.py runs/e70-reference \
-        --post ../shared/reference/original-post.txt [--plot curve.png]
+    python benchmarks/compare_writeup_curve.py runs/e70-reference --post WRITEUP_LOG \
+        [--plot curve.png]
 
 Prints the table, then one JSON line: epochs compared; mean and largest |difference| of top-1
 in points by epoch, and the mean by images seen; at the last epoch compared, the write-up's
@@ -57,7 +57,9 @@ WRITEUP_IMAGES = 50_000  # per epoch: the write-up trained on the whole training
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run folder (with metrics.csv)")
-    parser.add_argument("--post", type=Path, default=Path("../shared/reference/original-post.txt"))
+    parser.add_argument(
+        "--post", type=Path, required=True, help="the write-up's log (one line per epoch)"
+    )
     parser.add_argument("--plot", type=Path, help="write both curves to this PNG")
     args = parser.parse_args()
     run = pd.read_csv(args.run / "metrics.csv")
