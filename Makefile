@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine (python3, pip and make only):
 #   make train ARGS="--epochs 70"   creates .venv, installs cifarnet, trains
 #   make test                       creates .venv, installs cifarnet[dev], runs the suite
+#   make docs                       rewrites docs/settings.md from TrainConfig's declarations
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?= --epochs 70
 
-.PHONY: train test lint install
+.PHONY: train test lint install docs
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +31,6 @@ test: install
 lint: install
 	$(BIN)/ruff check cifarnet tests scripts
 	$(BIN)/ruff format --check cifarnet tests scripts
+
+docs: install
+	$(BIN)/python -m cifarnet.config.docs > docs/settings.md

@@ -549,7 +549,9 @@ def setting_specs() -> tuple[SettingSpec, ...]:
 
 
 def _spec(f: dataclasses.Field) -> SettingSpec:
-    declared: Setting = f.metadata["setting"]
+    declared: Setting | None = f.metadata.get("setting")
+    if declared is None:  # a field added without its help and flag
+        raise TypeError(f"declare TrainConfig.{f.name} with setting(...)")
     kind = str(f.type).removesuffix(" | None")
     default = f.default_factory() if f.default is dataclasses.MISSING else f.default
     flag = declared.flag or "--" + f.name.replace("_", "-")
