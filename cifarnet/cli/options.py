@@ -12,13 +12,13 @@ from typing import Annotated, Any
 
 import typer
 
-from cifarnet.config.settings import setting_specs
+from cifarnet.config.settings import setting_spec
 
 
 def setting_option(name: str, **changes: Any) -> Any:
     """The typer.Option of training setting `name`, as its TrainConfig field declares it;
     `changes` are typer.Option arguments that differ for one command."""
-    spec = next(s for s in setting_specs() if s.name == name)
+    spec = setting_spec(name)
     if spec.flag is None:
         raise ValueError(f"{name} has no flag: it is set in a --config file")
     return typer.Option(spec.flag, **{"help": spec.help, "show_default": spec.shown, **changes})

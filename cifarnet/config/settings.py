@@ -472,9 +472,13 @@ def _is_dict(value: Any) -> bool:
     return isinstance(value, dict)
 
 
+def _unset_or(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """None passes: it means not set (no time budget, the default run folder name, no subset)."""
+    return lambda value: value is None or test(value)
+
+
 # (settings, test, message), checked in this order after the types and names: a config with
-# several bad values is always refused for the same one. None passes the tests of the settings
-# in _OPTIONAL (None means "not set": no time budget, no subset, the default run folder name).
+# several bad values is always refused for the same one.
 _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (
         ("epochs", "batch_size", "eval_batch_size", "plateau_patience"),
@@ -484,7 +488,7 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
     (("lr",), _positive_number, "{flag} must be a positive number, got {value!r}"),
     (
         ("time_minutes",),
-        _positive_number,
+        _unset_or(_positive_number),
         "{flag} must be a positive number of minutes, got {value!r}",
     ),
     (
@@ -506,21 +510,20 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
     (("cutout",), _within_image, "{flag} must be at most {side} (the image side), got {value}"),
     (
         ("name",),
-        _folder_name,
+        _unset_or(_folder_name),
         "{flag} must be a plain folder name (no path separators), got {value!r}; "
         "use --runs-dir to choose where runs go",
     ),
-    (("subset",), _positive_integer, "{flag} must be a positive integer, got {value!r}"),
+    (("subset",), _unset_or(_positive_integer), "{flag} must be a positive integer, got {value!r}"),
     (("model_kwargs",), _is_dict, "model_kwargs must be a JSON object"),
 )
-_OPTIONAL = ("time_minutes", "name", "subset")
 
 
 def _check_values(config: TrainConfig) -> None:
     for names, test, message in _VALUE_CHECKS:
         for name in names:
             value = getattr(config, name)
-            if not (value is None and name in _OPTIONAL) and not test(value):
+            if not test(value):
                 raise ConfigError(
                     message.format(flag=flag_name(name), value=value, side=IMAGE_SIZE)
                 )
@@ -534,9 +537,8 @@ class SettingSpec:
     kind: str  # the field's type without "| None": int, float, str, bool, dict[str, Any]
     default: Any
     help: str
-    flag: (
-        str | None
-    )  # the option's declaration ("--ema", "--nesterov/--no-nesterov"); None: file only
+    # the option's declaration ("--ema", "--nesterov/--no-nesterov"); None: config file only
+    flag: str | None
     shown: str | bool  # the default `train --help` shows; False: none
 
 
@@ -575,9 +577,15 @@ def _spec(f: dataclasses.Field) -> SettingSpec:
     )
 
 
+@functools.cache
+def setting_spec(name: str) -> SettingSpec:
+    """The setting of TrainConfig field `name`."""
+    return {spec.name: spec for spec in setting_specs()}[name]
+
+
 def flag_name(name: str) -> str:
     """How the user sets `name`: its flag, or the config file's key."""
-    spec = next(s for s in setting_specs() if s.name == name)
+    spec = setting_spec(name)
     if spec.flag is None:
         return f"{name} (config file)"
     return spec.flag.split("/")[0]
