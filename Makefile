@@ -4,12 +4,13 @@
 #   make train ARGS="--epochs 70"               the default recipe's full 70-epoch run
 #   make test                                   creates .venv, installs cifarnet[dev], runs
 #                                               the suite
+#   make docs                                   rewrites docs/settings.md from TrainConfig
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?= --recipe fast --time 10
 
-.PHONY: train test lint install
+.PHONY: train test lint install docs
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +34,6 @@ test: install
 lint: install
 	$(BIN)/ruff check cifarnet tests benchmarks
 	$(BIN)/ruff format --check cifarnet tests benchmarks
+
+docs: install
+	$(BIN)/python -m cifarnet.config.docs > docs/settings.md

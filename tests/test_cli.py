@@ -59,6 +59,28 @@ def test_train_help_shows_every_option_and_an_example() -> None:
     assert "reference" in result.stdout and "Examples: cifarnet train" in result.stdout
 
 
+def test_train_has_an_option_for_every_setting_with_a_flag_and_no_other() -> None:
+    import typer.main
+
+    from cifarnet.config.settings import setting_specs
+
+    command = typer.main.get_command(app).commands["train"]  # type: ignore[attr-defined]
+    options = {p.name: [*p.opts, *p.secondary_opts] for p in command.params}
+    for spec in setting_specs():
+        if spec.flag is None:
+            assert spec.name not in options
+        else:
+            assert options.pop(spec.name) == spec.flag.split("/"), spec.name
+    assert sorted(options) == ["config", "debug", "quiet", "resume"]
+
+
+def test_renamed_flags_and_the_data_folder_reach_the_config(captured: dict) -> None:
+    args = ["train", "--ema", "0.5", "--time", "2", "--data-dir", "./data/", "--no-download"]
+    assert runner.invoke(app, args).exit_code == 0
+    c = captured["config"]
+    assert (c.ema_decay, c.time_minutes, c.data_dir, c.download) == (0.5, 2.0, "data", False)
+
+
 def test_models_lists_the_registry() -> None:
     result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

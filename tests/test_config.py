@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from cifarnet.config.settings import RECIPES, TrainConfig, read_config_file, resolve_config
+from cifarnet.config.docs import REGENERATE, settings_page
+from cifarnet.config.settings import (
+    RECIPES,
+    TrainConfig,
+    flag_name,
+    read_config_file,
+    resolve_config,
+    setting_specs,
+)
 from cifarnet.errors import ConfigError
 
 
@@ -177,3 +186,32 @@ def test_model_kwargs_from_a_file_are_checked_with_the_model_named_anywhere(tmp_
         resolve_config({}, path)  # the recipe's model has no widths
     # a resumed run's network is its checkpoint's: the file's kwargs are checked against it there
     assert resolve_config({}, path, check_model=False).model == "resnet_reference"
+
+
+# each setting is declared once, with setting(): the CLI, flag_name and the docs come from it
+
+
+def test_every_setting_is_declared_with_its_help() -> None:
+    for f in dataclasses.fields(TrainConfig):
+        assert "setting" in f.metadata, f"declare TrainConfig.{f.name} with setting(...)"
+    for spec in setting_specs():
+        assert spec.help.strip().endswith((".", ")")), f"{spec.name}: help must be a sentence"
+        if spec.flag is not None:  # the `train` option's value is parsed as this type
+            assert spec.kind in ("int", "float", "str", "bool"), spec.name
+
+
+def test_flag_name_is_the_declared_flag_or_the_config_file_key() -> None:
+    assert flag_name("batch_size") == "--batch-size"
+    assert (flag_name("ema_decay"), flag_name("time_minutes")) == ("--ema", "--time")
+    assert (flag_name("nesterov"), flag_name("deterministic")) == ("--nesterov", "--deterministic")
+    assert flag_name("crop_padding") == "crop_padding (config file)"
+    assert flag_name("flip") == "flip (config file)"  # no --flip exists
+
+
+def test_docs_settings_md_is_the_generated_table() -> None:
+    path = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+    assert path.read_text() == settings_page(), (
+        f"docs/settings.md is out of date: regenerate it with `make docs` ({REGENERATE})"
+    )
+    for spec in setting_specs():
+        assert f"| `{spec.name}` |" in path.read_text()

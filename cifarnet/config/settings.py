@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,33 @@ RECIPE_HELP = {
 
 
 @dataclass(frozen=True)
+class Setting:
+    """How a TrainConfig field is set and described; see `setting`."""
+
+    help: str
+    flag: str | None
+    shown: str | bool | None
+    file_only: bool
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    shown: str | bool | None = None,
+    file_only: bool = False,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A TrainConfig field and everything the user sees of it: `help` (the `train` option's help
+    and the settings table's), `flag` (the option when not --<name>, or --<name>/--no-<name> for
+    a bool), `shown` (the default `train --help` shows, when the derived one would be wrong: see
+    `setting_specs`) and `file_only` (no flag: set in a --config file)."""
+    meta = {"setting": Setting(help=help, flag=flag, shown=shown, file_only=file_only)}
+    return field(default=default, default_factory=default_factory, metadata=meta)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a training run. Validated on construction.
 
@@ -115,47 +143,108 @@ class TrainConfig:
     came from. Start from another recipe with `TrainConfig.from_recipe("fast", epochs=3)` (or
     `resolve_config`): `TrainConfig(recipe="fast")` alone would hold the default recipe's
     values under the fast recipe's name, and is refused.
+
+    Each field is declared once, with `setting`: the `train` command's options, `flag_name` and
+    docs/settings.md are all made from these declarations.
     """
 
-    recipe: str = "default"
-    dataset: str = "cifar100"
-    data_dir: str | None = None
-    model: str = "resnet_reference"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 70
-    time_minutes: float | None = None
-    batch_size: int = 128
-    eval_batch_size: int = 1024
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    # True: weight decay on BatchNorm and bias parameters too, as `SGD(model.parameters(), ...)`
-    # does in the write-up; False: 1-d parameters are exempt (the usual modern choice).
-    decay_norm_and_bias: bool = False
-    label_smoothing: float = 0.1
-    schedule: str = "cosine"
-    warmup_epochs: float = 2.0
-    zero_init_residual: bool = True
-    plateau_patience: int = 10
-    ema_decay: float = 0.0
-    bias_lr_scale: float = 1.0
-    crop_padding: int = 4
-    flip: bool = True
-    cutout: int = 0
-    mixup: float = 0.0  # Beta(alpha, alpha) of MixUp's blend ratio; 0 = off
-    cutmix: float = 0.0  # Beta(alpha, alpha) of CutMix's kept share; 0 = off
-    resize_from: int = 32
-    val_size: int = 5000
-    subset: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    compile: bool | None = None
-    deterministic: bool = False
-    seed: int = 0
-    runs_dir: str = "runs"
-    name: str | None = None
-    download: bool = True
+    recipe: str = setting(
+        "default",
+        help="; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()) + ".",
+        shown="the default recipe",
+    )
+    dataset: str = setting("cifar100", help=" or ".join(DATASETS) + ".")
+    data_dir: str | None = setting(
+        None,
+        help="Folder holding cifar-100-python/ or cifar-10-batches-py/ (or the .tar.gz); "
+        "default $CIFARNET_DATA, else ~/.cache/cifarnet.",
+    )
+    model: str = setting("resnet_reference", help="Registered model (see `cifarnet models`).")
+    model_kwargs: dict[str, Any] = setting(
+        help="Keyword arguments of the model's constructor, as a JSON object.",
+        file_only=True,
+        default_factory=dict,
+    )
+    epochs: int = setting(70, help="Epochs to train.", shown="from recipe: 70, fast 10")
+    time_minutes: float | None = setting(
+        None,
+        help="Wall-clock training budget in minutes; the lr schedule is fitted to it, and "
+        "--epochs only sets the warm-up's share (warmup_epochs / epochs).",
+        flag="--time",
+    )
+    batch_size: int = setting(128, help="Training batch size.")
+    eval_batch_size: int = setting(
+        1024, help="Images per forward pass when evaluating (validation and test).", file_only=True
+    )
+    lr: float = setting(0.1, help="Peak learning rate.")
+    momentum: float = setting(0.9, help="SGD momentum.")
+    nesterov: bool = setting(True, help="Nesterov momentum.")
+    weight_decay: float = setting(5e-4, help="L2 weight decay.")
+    decay_norm_and_bias: bool = setting(
+        False,
+        help="true: weight decay on BatchNorm and bias parameters too, as "
+        "`SGD(model.parameters(), ...)` does in the write-up; false: 1-d parameters are exempt "
+        "(the usual modern choice).",
+        file_only=True,
+    )
+    label_smoothing: float = setting(0.1, help="Label smoothing in [0, 1).")
+    schedule: str = setting("cosine", help=f"{', '.join(SCHEDULES)}.")
+    warmup_epochs: float = setting(2.0, help="Linear warm-up length in epochs.")
+    zero_init_residual: bool = setting(
+        True, help="Start each residual block as its shortcut (last BatchNorm scale 0)."
+    )
+    plateau_patience: int = setting(
+        10,
+        help="Epochs without a better validation error before the plateau schedule divides "
+        "the lr by 10.",
+        file_only=True,
+    )
+    ema_decay: float = setting(
+        0.0, help="EMA decay of the weights used for evaluation (0 = off).", flag="--ema"
+    )
+    bias_lr_scale: float = setting(
+        1.0, help="Learning-rate multiplier of BatchNorm and bias parameters.", file_only=True
+    )
+    crop_padding: int = setting(
+        4, help="Zero padding (pixels) around the image before the random crop.", file_only=True
+    )
+    flip: bool = setting(True, help="Random horizontal flips.", file_only=True)
+    cutout: int = setting(0, help="Cutout square size in pixels (0 = off).")
+    mixup: float = setting(
+        0.0,
+        help="MixUp: blend each image with another, ratio ~ Beta(a, a); a = 0.2 is usual "
+        "(0 = off).",
+    )
+    cutmix: float = setting(
+        0.0,
+        help="CutMix: paste a box from another image, kept share ~ Beta(a, a); a = 1.0 is "
+        "usual (0 = off). With --mixup too, each batch uses one of the two.",
+    )
+    resize_from: int = setting(
+        32,
+        help="Progressive resizing: start training at this side length (16-32 px), "
+        "growing to 32 px by 75% of training.",
+    )
+    val_size: int = setting(
+        5000, help="Validation images held out of train (stratified); 0 trains on all 50k."
+    )
+    subset: int | None = setting(
+        None, help="Train on a class-balanced subset of N images (smoke runs)."
+    )
+    device: str = setting("auto", help=DEVICES_HELP + ".")
+    precision: str = setting(
+        "auto", help=f"{', '.join(PRECISIONS)}: auto is bf16 on CUDA and bf16-capable CPUs."
+    )
+    compile: bool | None = setting(None, help="torch.compile the model.", shown="on for CUDA")
+    deterministic: bool = setting(
+        False, help="Deterministic algorithms only.", flag="--deterministic"
+    )
+    seed: int = setting(0, help="Random seed.")
+    runs_dir: str = setting("runs", help="Where run folders go.")
+    name: str | None = setting(
+        None, help="Run folder name (never overwritten: name-2, ...).", shown="train"
+    )
+    download: bool = setting(True, help="Download the dataset when absent.")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -163,54 +252,15 @@ class TrainConfig:
             raise unknown_name("recipe", self.recipe, tuple(RECIPES))
         if not _FROM_VALUES.get():
             _check_recipe_applied(self)
-        if self.dataset not in DATASETS:
-            raise unknown_name("dataset", self.dataset, DATASETS)
-        if self.precision not in PRECISIONS:
-            raise unknown_name("precision", self.precision, PRECISIONS)
-        if self.schedule not in SCHEDULES:
-            raise unknown_name("schedule", self.schedule, SCHEDULES)
-        check_device(self.device)
-        for name in ("epochs", "batch_size", "eval_batch_size", "plateau_patience"):
-            value = getattr(self, name)
-            if not _integer(value) or value <= 0:
-                raise ConfigError(f"{flag_name(name)} must be a positive integer, got {value!r}")
-        if not _positive_number(self.lr):
-            raise ConfigError(f"--lr must be a positive number, got {self.lr!r}")
-        if self.time_minutes is not None and not _positive_number(self.time_minutes):
-            raise ConfigError(
-                f"--time must be a positive number of minutes, got {self.time_minutes!r}"
-            )
-        for name in ("momentum", "label_smoothing", "ema_decay"):
-            value = getattr(self, name)
-            if not (_number(value) and 0.0 <= value < 1.0):
-                raise ConfigError(f"{flag_name(name)} must be in [0, 1), got {value!r}")
-        for name in ("weight_decay", "warmup_epochs", "bias_lr_scale", "mixup", "cutmix"):
-            value = getattr(self, name)
-            if not (_number(value) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{flag_name(name)} must be >= 0, got {value!r}")
-        if not _integer(self.resize_from) or not 16 <= self.resize_from <= IMAGE_SIZE:
-            raise ConfigError(
-                f"--resize-from must be an integer in 16..32, got {self.resize_from!r}"
-            )
-        for name in ("val_size", "crop_padding", "cutout"):
-            value = getattr(self, name)
-            if not _integer(value) or value < 0:
-                raise ConfigError(f"{flag_name(name)} must be an integer >= 0, got {value!r}")
-        if self.cutout > IMAGE_SIZE:
-            raise ConfigError(
-                f"--cutout must be at most {IMAGE_SIZE} (the image side), got {self.cutout}"
-            )
-        if self.name is not None and (
-            self.name in ("", ".", "..") or "/" in self.name or "\\" in self.name
+        for name, choices in (
+            ("dataset", DATASETS),
+            ("precision", PRECISIONS),
+            ("schedule", SCHEDULES),
         ):
-            raise ConfigError(
-                f"--name must be a plain folder name (no path separators), got {self.name!r}; "
-                "use --runs-dir to choose where runs go"
-            )
-        if self.subset is not None and (not _integer(self.subset) or self.subset <= 0):
-            raise ConfigError(f"--subset must be a positive integer, got {self.subset!r}")
-        if not isinstance(self.model_kwargs, dict):
-            raise ConfigError("model_kwargs must be a JSON object")
+            if getattr(self, name) not in choices:
+                raise unknown_name(name, getattr(self, name), choices)
+        check_device(self.device)
+        _check_values(self)
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **settings: Any) -> TrainConfig:
@@ -390,19 +440,152 @@ def _positive_number(value: Any) -> bool:
     return _number(value) and math.isfinite(value) and value > 0
 
 
-# Settings whose flag is not --<name>, and settings without a flag (set in a --config file).
-_FLAGS = {"ema_decay": "--ema", "time_minutes": "--time"}
-_FILE_ONLY = (
-    "eval_batch_size",
-    "plateau_patience",
-    "bias_lr_scale",
-    "crop_padding",
-    "model_kwargs",
+def _positive_integer(value: Any) -> bool:
+    return _integer(value) and value > 0
+
+
+def _non_negative_integer(value: Any) -> bool:
+    return _integer(value) and value >= 0
+
+
+def _fraction(value: Any) -> bool:
+    return _number(value) and 0.0 <= value < 1.0
+
+
+def _non_negative_number(value: Any) -> bool:
+    return _number(value) and math.isfinite(value) and value >= 0
+
+
+def _image_side(value: Any) -> bool:
+    return _integer(value) and 16 <= value <= IMAGE_SIZE
+
+
+def _within_image(value: int) -> bool:
+    return value <= IMAGE_SIZE
+
+
+def _folder_name(value: str) -> bool:
+    return value not in ("", ".", "..") and "/" not in value and "\\" not in value
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _unset_or(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """None passes: it means not set (no time budget, the default run folder name, no subset)."""
+    return lambda value: value is None or test(value)
+
+
+# (settings, test, message), checked in this order after the types and names: a config with
+# several bad values is always refused for the same one.
+_VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    (
+        ("epochs", "batch_size", "eval_batch_size", "plateau_patience"),
+        _positive_integer,
+        "{flag} must be a positive integer, got {value!r}",
+    ),
+    (("lr",), _positive_number, "{flag} must be a positive number, got {value!r}"),
+    (
+        ("time_minutes",),
+        _unset_or(_positive_number),
+        "{flag} must be a positive number of minutes, got {value!r}",
+    ),
+    (
+        ("momentum", "label_smoothing", "ema_decay"),
+        _fraction,
+        "{flag} must be in [0, 1), got {value!r}",
+    ),
+    (
+        ("weight_decay", "warmup_epochs", "bias_lr_scale", "mixup", "cutmix"),
+        _non_negative_number,
+        "{flag} must be >= 0, got {value!r}",
+    ),
+    (("resize_from",), _image_side, "{flag} must be an integer in 16..{side}, got {value!r}"),
+    (
+        ("val_size", "crop_padding", "cutout"),
+        _non_negative_integer,
+        "{flag} must be an integer >= 0, got {value!r}",
+    ),
+    (("cutout",), _within_image, "{flag} must be at most {side} (the image side), got {value}"),
+    (
+        ("name",),
+        _unset_or(_folder_name),
+        "{flag} must be a plain folder name (no path separators), got {value!r}; "
+        "use --runs-dir to choose where runs go",
+    ),
+    (("subset",), _unset_or(_positive_integer), "{flag} must be a positive integer, got {value!r}"),
+    (("model_kwargs",), _is_dict, "model_kwargs must be a JSON object"),
 )
+
+
+def _check_values(config: TrainConfig) -> None:
+    for names, test, message in _VALUE_CHECKS:
+        for name in names:
+            value = getattr(config, name)
+            if not test(value):
+                raise ConfigError(
+                    message.format(flag=flag_name(name), value=value, side=IMAGE_SIZE)
+                )
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One TrainConfig field as the user meets it (see `setting`)."""
+
+    name: str
+    kind: str  # the field's type without "| None": int, float, str, bool, dict[str, Any]
+    default: Any
+    help: str
+    # the option's declaration ("--ema", "--nesterov/--no-nesterov"); None: config file only
+    flag: str | None
+    shown: str | bool  # the default `train --help` shows; False: none
+
+
+@functools.cache
+def setting_specs() -> tuple[SettingSpec, ...]:
+    """Every setting, in TrainConfig's field order. Unless declared, the default shown is "from
+    recipe" for settings a recipe sets, the flag's name for a bool that is on, none for off or
+    None, else the value."""
+    return tuple(_spec(f) for f in dataclasses.fields(TrainConfig))
+
+
+def _spec(f: dataclasses.Field) -> SettingSpec:
+    declared: Setting | None = f.metadata.get("setting")
+    if declared is None:  # a field added without its help and flag
+        raise TypeError(f"declare TrainConfig.{f.name} with setting(...)")
+    kind = str(f.type).removesuffix(" | None")
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    flag = declared.flag or "--" + f.name.replace("_", "-")
+    if kind == "bool" and declared.flag is None:
+        flag += "/--no-" + flag[2:]
+    shown = declared.shown
+    if shown is None:
+        if any(f.name in values for values in RECIPES.values()):
+            shown = "from recipe"
+        elif default is True:
+            shown = flag.split("/")[0][2:]
+        else:
+            shown = False if default is None or default is False else str(default)
+    return SettingSpec(
+        name=f.name,
+        kind=kind,
+        default=default,
+        help=declared.help,
+        flag=None if declared.file_only else flag,
+        shown=shown,
+    )
+
+
+@functools.cache
+def setting_spec(name: str) -> SettingSpec:
+    """The setting of TrainConfig field `name`."""
+    return {spec.name: spec for spec in setting_specs()}[name]
 
 
 def flag_name(name: str) -> str:
     """How the user sets `name`: its flag, or the config file's key."""
-    if name in _FILE_ONLY:
+    spec = setting_spec(name)
+    if spec.flag is None:
         return f"{name} (config file)"
-    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+    return spec.flag.split("/")[0]

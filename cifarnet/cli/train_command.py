@@ -1,0 +1,107 @@
+"""The `train` command, its options generated from TrainConfig's field declarations.
+
+Every setting with a flag becomes one option, defaulting to None: a flag the user did not give
+overrides nothing, so the recipe's and the --config file's values stand (see resolve_config).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cifarnet.cli.app import app, console, handle_errors
+from cifarnet.cli.options import (
+    DataDirOpt,
+    DebugOpt,
+    DeviceOpt,
+    PrecisionOpt,
+    QuietOpt,
+    setting_option,
+)
+from cifarnet.config.settings import setting_specs
+
+# the same options as the other commands' (Path for --data-dir: the config stores its str)
+_SHARED = {"data_dir": DataDirOpt, "device": DeviceOpt, "precision": PrecisionOpt}
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def with_setting_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command`, which takes the settings as `**settings`, one option per setting that has
+    a flag: Typer reads a command's options from its signature, here the settings' then its own."""
+    own = inspect.signature(command, eval_str=True).parameters.values()
+    settings = [
+        inspect.Parameter(
+            spec.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=_SHARED.get(spec.name)
+            or Annotated[_TYPES[spec.kind] | None, setting_option(spec.name)],
+        )
+        for spec in setting_specs()
+        if spec.flag is not None
+    ]
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*settings, *(p for p in own if p.kind is not p.VAR_KEYWORD)]
+    )
+    return command
+
+
+@app.command(
+    epilog="Examples: cifarnet train --epochs 70 · cifarnet train --recipe reference · "
+    "cifarnet train --resume runs/train/last.pt --epochs 100"
+)
+@with_setting_options
+def train(
+    *,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue a run from its last.pt.", show_default=False)
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON file of settings (a run's config.json works); flags override it.",
+            show_default=False,
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    **settings: Any,
+) -> None:
+    """Train a model; writes runs/<name>/ (config, metrics.csv, best.pt, last.pt, plot)."""
+    given = {
+        name: str(value) if isinstance(value, Path) else value
+        for name, value in settings.items()
+        if value is not None
+    }
+    # a first Ctrl-C stops training at a safe point, saved; a second one aborts
+    callbacks: Any = None  # made inside the block below; once made, they know the run folder
+
+    def abort_note() -> str:
+        run_dir = callbacks.info.get("run_dir") if callbacks is not None else None
+        if resume is not None or (run_dir and (Path(run_dir) / "last.pt").is_file()):
+            return "the last saved checkpoint is intact"
+        return "no checkpoint had been saved yet"
+
+    with handle_errors(debug, abort_note=abort_note):
+        from cifarnet.config.settings import read_config_file, resolve_config
+
+        if resume is not None:
+            if config is not None:
+                # a bad value in the file is named as the file's
+                resolve_config({}, config, check_model=False)
+                given = {**read_config_file(config), **given}
+            train_config, overrides = None, given
+        else:
+            train_config, overrides = resolve_config(given, config), None
+        from cifarnet.cli.progress import make_train_callbacks
+        from cifarnet.training.trainer import train as run_training
+
+        callbacks = make_train_callbacks(console(), quiet)
+        try:
+            run_training(train_config, resume=resume, overrides=overrides, callbacks=callbacks)
+        finally:
+            callbacks.close()
