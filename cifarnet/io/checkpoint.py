@@ -56,6 +56,14 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a cifarnet checkpoint, or raise CheckpointError naming the file and the problem."""
     path = Path(path)
+    _check_file(path)
+    ckpt = _torch_load(path, map_location)
+    _check_header(ckpt, path)
+    return ckpt
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is no file to read before torch tries it."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
@@ -64,23 +72,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
+
+
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load(weights_only=True), each way it can fail told as one CheckpointError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses globals (classes, functions) before calling anything, so nothing
-        # from the file ran. torch's message advises turning the check off: not relayed.
-        found = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", str(exc))
-        if found:
-            raise CheckpointError(
-                f"{path} carries code or objects ({found.group(1)}), refused without running "
-                "them; only checkpoints written by cifarnet can be loaded"
-            ) from None
-        raise CheckpointError(
-            f"{path} is not a checkpoint cifarnet can read (not a PyTorch file, corrupt, or "
-            "holding objects other than tensors and plain values; nothing in it was run)"
-        ) from None
+        raise _refused(path, exc) from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
     except RuntimeError as exc:
@@ -105,6 +106,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (not a file written by torch.save)"
         ) from None
+
+
+def _refused(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """weights_only refuses globals (classes, functions) before calling anything, so nothing
+    from the file ran. torch's message advises turning the check off: not relayed."""
+    found = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", str(exc))
+    if found:
+        return CheckpointError(
+            f"{path} carries code or objects ({found.group(1)}), refused without running "
+            "them; only checkpoints written by cifarnet can be loaded"
+        )
+    return CheckpointError(
+        f"{path} is not a checkpoint cifarnet can read (not a PyTorch file, corrupt, or "
+        "holding objects other than tensors and plain values; nothing in it was run)"
+    )
+
+
+def _check_header(ckpt: Any, path: Path) -> None:
+    """A dict with cifarnet's header, a format version this code reads, the entries every
+    checkpoint has."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} was not written by cifarnet (no {FORMAT!r} header)")
     version = ckpt.get("format_version")
@@ -116,7 +137,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("model", "state_dict", "data"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks its {key!r} entry; the file is damaged")
-    return ckpt
 
 
 def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
