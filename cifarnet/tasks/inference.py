@@ -21,7 +21,7 @@ from torch import nn
 from cifarnet.data.augment import Normalize
 from cifarnet.data.datasets import get_spec, locate
 from cifarnet.errors import CheckpointError, CifarnetError, ConfigError, one_line
-from cifarnet.io.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.io.checkpoint import SavedRun, find_latest_checkpoint, load_checkpoint, load_model
 from cifarnet.runtime.device import Runtime, resolve_runtime
 from cifarnet.tasks.fusion import fuse_convolutions
 
@@ -76,7 +76,8 @@ class ModelInfo:
 
     @classmethod
     def _from_checkpoint(cls, ckpt: dict[str, Any]) -> ModelInfo:
-        data, train = ckpt["data"], ckpt.get("train_config") or {}
+        saved = SavedRun(ckpt)
+        data, train = saved.data, saved.train_config_or_empty
         return cls(
             dataset=data["dataset"],
             classes=list(data["classes"]),
@@ -84,7 +85,7 @@ class ModelInfo:
             fine_to_coarse=data.get("fine_to_coarse"),
             mean=[float(v) for v in data["mean"]],
             std=[float(v) for v in data["std"]],
-            model=dict(ckpt["model"]),
+            model=dict(saved.model),
             image_size=int(data.get("image_size", 32)),
             val_size=train.get("val_size"),
             seed=train.get("seed"),
