@@ -1,6 +1,7 @@
 """Where a run stands, and resuming it: Progress (saved in last.pt), the running sums of an
-epoch, what a resume may change (FIXED_ON_RESUME) and the checks it passes, and restoring the
-training state from last.pt, older files' migrations included."""
+epoch, the epoch's shuffling and the random states last.pt keeps, what a resume may change
+(FIXED_ON_RESUME) and the checks it passes, and restoring the training state from last.pt,
+older files' migrations included."""
 
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ class EpochSums:
         )
 
     def add(self, result: StepResult) -> None:
+        """Add a step's sums (still on the device)."""
         self.loss_sum += result.loss_sum
         self.correct += result.correct
         self.count += result.count

@@ -2,8 +2,9 @@
 renders callbacks), and the Trainer that drives a run through its epochs.
 
 The jobs around the loop live beside it: setup (data loaders, optimizer, EMA, compiling), optim
-(the lr schedule), state (progress, resuming), signals (stopping cleanly), divergence, report
-(the rows and summaries a run writes), and io.run_folder and io.checkpoint (its files).
+(the lr schedule), state (progress, the epoch's shuffling, resuming), signals (stopping
+cleanly), divergence, checkpoints (best.pt, last.pt), report (the rows and summaries a run
+writes) and io.run_folder (the run's folder and its JSON files).
 """
 
 from __future__ import annotations
