@@ -323,7 +323,7 @@ def test_epoch_line_without_validation_shows_dashes_not_nan() -> None:
 def test_peak_memory_is_in_mib_on_linux_and_macos_and_none_without_resource(monkeypatch) -> None:
     import resource
 
-    from cifarnet.training.trainer import peak_memory_mb
+    from cifarnet.runtime.device import peak_memory_mb
 
     class Usage:
         ru_maxrss = 2 * 2**20  # 2 GiB in KiB (Linux) or 2 MiB in bytes (macOS)

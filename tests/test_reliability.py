@@ -34,7 +34,8 @@ from cifarnet.errors import (
 )
 from cifarnet.io.checkpoint import load_checkpoint
 from cifarnet.io.metrics_log import COLUMNS
-from cifarnet.training.trainer import TrainCallbacks, new_run_folder, train
+from cifarnet.io.run_folder import new_run_folder
+from cifarnet.training.trainer import TrainCallbacks, train
 
 TIMING = ["epoch_seconds", "images_per_second", "elapsed_seconds"]
 

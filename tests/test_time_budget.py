@@ -34,14 +34,14 @@ def test_a_spent_budget_is_extended_with_time_not_epochs(tiny_config, monkeypatc
     import time
 
     from cifarnet.errors import ConfigError
-    from cifarnet.training import trainer
+    from cifarnet.training import checkpoints, trainer
 
     def slow_save(payload, path):  # saving takes longer than validating (a GPU, a big model)
         time.sleep(0.2)
         save_checkpoint(payload, path)
 
-    save_checkpoint = trainer.save_checkpoint
-    monkeypatch.setattr(trainer, "save_checkpoint", slow_save)
+    save_checkpoint = checkpoints.save_checkpoint
+    monkeypatch.setattr(checkpoints, "save_checkpoint", slow_save)
     summary = trainer.train(tiny_config.replace(time_minutes=0.03))  # 1.8 s
     run = Path(summary["run_dir"])
     config_json = (run / "config.json").read_bytes()

@@ -133,7 +133,7 @@ def test_resume_of_a_run_saved_before_decay_norm_and_bias_existed(
 
 def test_optimizer_groups_follow_decay_norm_and_bias(tiny_config: TrainConfig) -> None:
     from cifarnet.models import create_model
-    from cifarnet.training.trainer import build_optimizer
+    from cifarnet.training.optim import build_optimizer
 
     model = create_model(tiny_config.model, 100, **tiny_config.model_kwargs)
     one_d = sum(p.numel() for p in model.parameters() if p.ndim <= 1)

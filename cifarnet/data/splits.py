@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from cifarnet.errors import DataError
+from cifarnet.errors import ConfigError, DataError
 
 
 def stratified_split(
@@ -56,3 +56,20 @@ def balanced_subset(
     tie = torch.rand(len(indices), generator=g)
     chosen = torch.argsort(rank.double() + tie.double() * 0.5)[:size]
     return torch.sort(indices[chosen]).values
+
+
+def train_val_indices(
+    labels: torch.Tensor, val_size: int, seed: int, subset: int | None, dataset: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (train, val) indices of a run, exactly as training draws them: the stratified split
+    of `labels` (the training set's, shape (N,)), then with `subset` a class-balanced subset of
+    the training part. `dataset` names the data in the error for a subset that is too large."""
+    train_idx, val_idx = stratified_split(labels, val_size, seed)
+    if subset is None:
+        return train_idx, val_idx
+    if subset > len(train_idx):
+        raise ConfigError(
+            f"--subset {subset} is more than the {len(train_idx):,} training images "
+            f"({dataset} less the {len(val_idx):,} held out by --val-size)"
+        )
+    return balanced_subset(labels, train_idx, subset, seed), val_idx

@@ -2,6 +2,36 @@
 
 A file is only ever loaded with `torch.load(weights_only=True)`, which refuses any pickled
 callable, so a checkpoint can carry data but never code.
+
+This module owns the schema: `best_payload` and `last_payload` build the two kinds of file, and
+`SavedRun` reads their entries back. Every other module goes through them. The entries, in the
+order they are written (`stamp` puts its header first):
+
+    format, format_version  "cifarnet-checkpoint", 1: what `load_checkpoint` checks first
+    versions                {"cifarnet": ..., "torch": ...} that wrote the file
+    created                 UTC time of the write, ISO 8601, to the second
+    model                   models.model_config: {"name", "num_classes", "kwargs"}, what rebuilds
+                            the network
+    state_dict              the network's weights, CPU tensors by parameter name. best.pt: the
+                            weights its validation measured (the EMA average with --ema);
+                            last.pt: the raw weights training continues from
+    data                    the dataset's description (data.datasets.data_info: names, classes,
+                            mean, std, image_size, train_fingerprint) plus "source", the absolute
+                            folder the data was read from
+    train_config            TrainConfig.to_dict() of the run
+    progress                training.state.Progress as a dict: where the run stands
+    kind                    "best" or "last"
+  last.pt only (what an exact resume needs):
+    optimizer               SGD's state_dict (its param_groups carry lr_scale and plateau_factor)
+    scheduler               ReduceLROnPlateau's state_dict, or None without --schedule plateau
+    scaler                  GradScaler's state_dict (fp16), or None
+    ema_state_dict          AveragedModel's state_dict ("module."-prefixed weights and
+                            "n_averaged"), or None without --ema
+    rng                     {"torch": CPU generator state (uint8 tensor), "cuda": one state per
+                            GPU (empty without CUDA), "data": None at an epoch's end, else
+                            {"generator": the epoch's shuffling generator's state, "order": the
+                            epoch's image order (int64, (N,))}}
+    history                 the metrics.csv rows of every finished epoch, as dicts
 """
 
 from __future__ import annotations
@@ -42,6 +72,122 @@ def stamp(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def best_payload(
+    model: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    data: dict[str, Any],
+    train_config: dict[str, Any],
+    progress: dict[str, Any],
+) -> dict[str, Any]:
+    """best.pt's entries (see the module docstring); `save_checkpoint` adds the header."""
+    return {**_common(model, state_dict, data, train_config, progress), "kind": "best"}
+
+
+def last_payload(
+    model: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    data: dict[str, Any],
+    train_config: dict[str, Any],
+    progress: dict[str, Any],
+    *,
+    optimizer: dict[str, Any],
+    scheduler: dict[str, Any] | None,
+    scaler: dict[str, Any] | None,
+    ema_state_dict: dict[str, Any] | None,
+    rng: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """last.pt's entries (see the module docstring); `save_checkpoint` adds the header."""
+    return {
+        **_common(model, state_dict, data, train_config, progress),
+        "kind": "last",
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+        "ema_state_dict": ema_state_dict,
+        "rng": rng,
+        "history": history,
+    }
+
+
+def _common(
+    model: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    data: dict[str, Any],
+    train_config: dict[str, Any],
+    progress: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "state_dict": state_dict,
+        "data": data,
+        "train_config": train_config,
+        "progress": progress,
+    }
+
+
+class SavedRun:
+    """The entries of a loaded checkpoint dict, read by name (see the module docstring). Each
+    is looked up when asked for, so a missing one raises KeyError where it is needed; the
+    optional ones of last.pt read as None (history as [])."""
+
+    def __init__(self, ckpt: dict[str, Any]) -> None:
+        self.ckpt = ckpt
+
+    @property
+    def kind(self) -> str | None:
+        return self.ckpt.get("kind")
+
+    @property
+    def model(self) -> dict[str, Any]:
+        return self.ckpt["model"]
+
+    @property
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.ckpt["state_dict"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.ckpt["data"]
+
+    @property
+    def train_config(self) -> dict[str, Any]:
+        return self.ckpt["train_config"]
+
+    @property
+    def train_config_or_empty(self) -> dict[str, Any]:
+        """train_config, or {} for a file without one."""
+        return self.ckpt.get("train_config") or {}
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        return self.ckpt["progress"]
+
+    @property
+    def optimizer(self) -> dict[str, Any]:
+        return self.ckpt["optimizer"]
+
+    @property
+    def scheduler(self) -> dict[str, Any] | None:
+        return self.ckpt.get("scheduler")
+
+    @property
+    def scaler(self) -> dict[str, Any] | None:
+        return self.ckpt.get("scaler")
+
+    @property
+    def ema_state_dict(self) -> dict[str, Any] | None:
+        return self.ckpt.get("ema_state_dict")
+
+    @property
+    def rng(self) -> dict[str, Any]:
+        return self.ckpt["rng"]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.ckpt.get("history", [])
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
     """Write `payload` to `path` atomically: the file is the old one or the new one, never a
     mix. A failed write (a full disk, no permission) raises OutputError."""
@@ -56,6 +202,14 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Read a cifarnet checkpoint, or raise CheckpointError naming the file and the problem."""
     path = Path(path)
+    _check_file(path)
+    ckpt = _torch_load(path, map_location)
+    _check_header(ckpt, path)
+    return ckpt
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is no file to read before torch tries it."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.is_dir():
@@ -64,23 +218,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
+
+
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    """torch.load(weights_only=True), each way it can fail told as one CheckpointError."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only refuses globals (classes, functions) before calling anything, so nothing
-        # from the file ran. torch's message advises turning the check off: not relayed.
-        found = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", str(exc))
-        if found:
-            raise CheckpointError(
-                f"{path} carries code or objects ({found.group(1)}), refused without running "
-                "them; only checkpoints written by cifarnet can be loaded"
-            ) from None
-        raise CheckpointError(
-            f"{path} is not a checkpoint cifarnet can read (not a PyTorch file, corrupt, or "
-            "holding objects other than tensors and plain values; nothing in it was run)"
-        ) from None
+        raise _refused(path, exc) from None
     except (EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
     except RuntimeError as exc:
@@ -105,6 +252,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(
             f"{path} is not a PyTorch checkpoint (not a file written by torch.save)"
         ) from None
+
+
+def _refused(path: Path, exc: pickle.UnpicklingError) -> CheckpointError:
+    """weights_only refuses globals (classes, functions) before calling anything, so nothing
+    from the file ran. torch's message advises turning the check off: not relayed."""
+    found = re.search(r"Unsupported (?:global|class):? (?:GLOBAL )?([\w.]+)", str(exc))
+    if found:
+        return CheckpointError(
+            f"{path} carries code or objects ({found.group(1)}), refused without running "
+            "them; only checkpoints written by cifarnet can be loaded"
+        )
+    return CheckpointError(
+        f"{path} is not a checkpoint cifarnet can read (not a PyTorch file, corrupt, or "
+        "holding objects other than tensors and plain values; nothing in it was run)"
+    )
+
+
+def _check_header(ckpt: Any, path: Path) -> None:
+    """A dict with cifarnet's header, a format version this code reads, the entries every
+    checkpoint has."""
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} was not written by cifarnet (no {FORMAT!r} header)")
     version = ckpt.get("format_version")
@@ -116,7 +283,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     for key in ("model", "state_dict", "data"):
         if key not in ckpt:
             raise CheckpointError(f"{path} lacks its {key!r} entry; the file is damaged")
-    return ckpt
 
 
 def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> torch.nn.Module:
@@ -126,18 +292,19 @@ def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> 
     from cifarnet.errors import CifarnetError
     from cifarnet.models import build_model
 
+    saved = SavedRun(ckpt)
     try:
-        model = build_model(ckpt["model"])
+        model = build_model(saved.model)
     except CifarnetError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: model config is malformed ({exc})") from None
-    state = ckpt["state_dict"]
-    if ckpt.get("ema_state_dict"):
+    state = saved.state_dict
+    if saved.ema_state_dict:
         # torch's AveragedModel: the averaged network's entries under "module.", and a counter
         state = {
             name.removeprefix("module."): value
-            for name, value in ckpt["ema_state_dict"].items()
+            for name, value in saved.ema_state_dict.items()
             if name.startswith("module.")
         }
     try:
@@ -145,7 +312,7 @@ def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> 
     except RuntimeError as exc:
         detail = one_line(exc)
         raise CheckpointError(
-            f"{path}: weights do not fit model {ckpt['model'].get('name')!r} "
+            f"{path}: weights do not fit model {saved.model.get('name')!r} "
             f"(wrong architecture: {detail})"
         ) from None
     return model

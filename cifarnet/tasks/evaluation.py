@@ -21,7 +21,7 @@ from cifarnet import metrics
 from cifarnet.data.datasets import get_spec as dataset_spec
 from cifarnet.data.datasets import load_dataset, train_fingerprint
 from cifarnet.data.loader import BatchLoader
-from cifarnet.data.splits import balanced_subset, stratified_split
+from cifarnet.data.splits import train_val_indices
 from cifarnet.errors import ConfigError, DataError
 from cifarnet.io.tables import check_csv_name, check_new_files, csv_bytes, write_all
 from cifarnet.tasks.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
@@ -245,13 +245,11 @@ def _split(
             f"{loaded.path} was split from (its training images or their order differ), so "
             "the run's split cannot be rebuilt from it; use --split test"
         )
-    train_idx, val_idx = stratified_split(data.train_labels, info.val_size, info.seed)
-    if split == "val":
-        idx = val_idx
-    elif info.subset is not None:  # the same subset the trainer drew
-        idx = balanced_subset(data.train_labels, train_idx, info.subset, info.seed)
-    else:
-        idx = train_idx
+    # the same split (and subset) the trainer drew
+    train_idx, val_idx = train_val_indices(
+        data.train_labels, info.val_size, info.seed, info.subset, info.dataset
+    )
+    idx = val_idx if split == "val" else train_idx
     return data.train_images[idx], data.train_labels[idx]
 
 

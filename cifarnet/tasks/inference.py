@@ -21,7 +21,8 @@ from torch import nn
 from cifarnet.data.augment import Normalize
 from cifarnet.data.datasets import get_spec, locate
 from cifarnet.errors import CheckpointError, CifarnetError, ConfigError, one_line
-from cifarnet.io.checkpoint import find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.io.checkpoint import SavedRun, find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.io.run_folder import run_data_source
 from cifarnet.runtime.device import Runtime, resolve_runtime
 from cifarnet.tasks.fusion import fuse_convolutions
 
@@ -76,7 +77,8 @@ class ModelInfo:
 
     @classmethod
     def _from_checkpoint(cls, ckpt: dict[str, Any]) -> ModelInfo:
-        data, train = ckpt["data"], ckpt.get("train_config") or {}
+        saved = SavedRun(ckpt)
+        data, train = saved.data, saved.train_config_or_empty
         return cls(
             dataset=data["dataset"],
             classes=list(data["classes"]),
@@ -84,7 +86,7 @@ class ModelInfo:
             fine_to_coarse=data.get("fine_to_coarse"),
             mean=[float(v) for v in data["mean"]],
             std=[float(v) for v in data["std"]],
-            model=dict(ckpt["model"]),
+            model=dict(saved.model),
             image_size=int(data.get("image_size", 32)),
             val_size=train.get("val_size"),
             seed=train.get("seed"),
@@ -291,20 +293,6 @@ def load_inference_model(
     network = NormalizedModel(load_model(ckpt, resolved), info.mean, info.std)
     module = prepare_for_inference(network, runtime, info.image_size)
     return LoadedModel(module, info, runtime, resolved, "checkpoint", defaulted)
-
-
-def run_data_source(folder: Path, dataset: str) -> str | None:
-    """Where the run in `folder` found its `dataset`, from its config.json; None when `folder`
-    is not such a run. An export carries no local paths, but one saved in its run's folder (the
-    default place) finds the run's data this way."""
-    try:
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("dataset") == dataset:
-            source = config.get("_meta", {}).get("data_source") or config.get("data_dir")
-            return source if isinstance(source, str) else None
-    except (OSError, ValueError, AttributeError):  # not a run's config.json
-        pass
-    return None
 
 
 def find_data_dir(info: ModelInfo, data_dir: str | os.PathLike | None) -> str | os.PathLike | None:

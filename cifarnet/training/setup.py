@@ -1,0 +1,135 @@
+"""A run's set-up before its first step: the data as device-resident batch loaders, and the model
+with its optimizer, plateau schedule, loss scaler, weight average (EMA) and compiled forms."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cifarnet.config.settings import TrainConfig
+from cifarnet.data.augment import Augment, Normalize
+from cifarnet.data.datasets import load_dataset
+from cifarnet.data.loader import BatchLoader
+from cifarnet.data.mixing import BatchMix
+from cifarnet.data.splits import train_val_indices
+from cifarnet.runtime.device import Runtime, seed_everything
+from cifarnet.training.callbacks import TrainCallbacks
+from cifarnet.training.optim import build_optimizer, build_plateau
+
+
+@dataclass
+class TrainData:
+    """The run's data on its device, and what checkpoints and config.json record of it."""
+
+    train_loader: BatchLoader  # shuffled and augmented
+    val_loader: BatchLoader | None  # None with --val-size 0
+    test_loader: BatchLoader
+    normalize: Normalize
+    mix: BatchMix
+    info: dict[str, Any]  # checkpoints' "data" entry
+    source: str  # the absolute folder the data was read from
+    train_count: int
+    val_count: int
+
+
+def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallbacks) -> TrainData:
+    """Load the dataset, split off validation (and take the subset), and move the images to
+    the device once as uint8; batches are cut, augmented and normalised there."""
+    c, dev = config, runtime.device
+    callbacks.on_status(f"loading {c.dataset}")
+    data = load_dataset(c.dataset, c.data_dir, download=c.download)
+    # where the data was found (--data-dir, $CIFARNET_DATA or the cache), stored absolute so
+    # that `evaluate` of this run's checkpoints finds it again from anywhere
+    source = os.path.abspath(data.source)
+    train_idx, val_idx = train_val_indices(
+        data.train_labels, c.val_size, c.seed, c.subset, c.dataset
+    )
+    normalize = Normalize(data.spec.mean, data.spec.std, dev, runtime.channels_last)
+    train_loader = BatchLoader(
+        data.train_images[train_idx].to(dev),
+        data.train_labels[train_idx].to(dev),
+        c.batch_size,
+        normalize,
+        Augment(c.crop_padding, c.flip, c.cutout),
+        shuffle=True,
+    )
+    val_loader = (
+        BatchLoader(
+            data.train_images[val_idx].to(dev),
+            data.train_labels[val_idx].to(dev),
+            c.eval_batch_size,
+            normalize,
+        )
+        if len(val_idx)
+        else None
+    )
+    test_loader = BatchLoader(
+        data.test_images.to(dev), data.test_labels.to(dev), c.eval_batch_size, normalize
+    )
+    return TrainData(
+        train_loader,
+        val_loader,
+        test_loader,
+        normalize,
+        BatchMix(c.mixup, c.cutmix),
+        {**data.info(), "source": source},
+        source,
+        len(train_idx),
+        len(val_idx),
+    )
+
+
+@dataclass
+class Optimisation:
+    """What trains the model, and the forms of it that run forward."""
+
+    optimizer: torch.optim.Optimizer
+    plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # --schedule plateau only
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    ema: torch.optim.swa_utils.AveragedModel | None  # --ema only
+    compiled: bool
+    forward_model: nn.Module  # the training forward pass (torch.compile'd when compiled)
+    eval_model: nn.Module  # the weights validated and saved in best.pt: the EMA's, or the model
+    eval_forward: nn.Module  # eval_model's forward pass (compiled when compiled)
+
+
+def prepare_model(
+    model: nn.Module, config: TrainConfig, runtime: Runtime, data: TrainData, fresh: bool
+) -> Optimisation:
+    """Move `model` to the device (a `fresh` one, not resumed, first initialises its whitening
+    from the training images) and build what trains it."""
+    c, rt = config, runtime
+    # again: training's own draws (dropout, the whitening sample) then start from the seed,
+    # however many the set-up since the model's initialisation made
+    seed_everything(c.seed, c.deterministic)
+    if fresh and hasattr(model, "init_whitening"):
+        images = data.train_loader.images
+        sample = images[: min(5000, len(images))]  # uint8 (n, 3, 32, 32)
+        model.init_whitening(data.normalize(sample))
+    model.to(rt.device, memory_format=rt.memory_format())
+    optimizer = build_optimizer(model, c)
+    plateau = build_plateau(optimizer, c)
+    scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay),
+            use_buffers=True,
+        )
+        if c.ema_decay > 0
+        else None
+    )
+    use_compile = c.compile if c.compile is not None else rt.device.type == "cuda"
+    forward_model = torch.compile(model) if use_compile else model
+    eval_model = ema.module if ema is not None else model
+    if ema is None:
+        eval_forward = forward_model
+    else:
+        eval_forward = torch.compile(eval_model) if use_compile else eval_model
+    return Optimisation(
+        optimizer, plateau, scaler, ema, use_compile, forward_model, eval_model, eval_forward
+    )
