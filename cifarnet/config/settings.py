@@ -13,99 +13,19 @@ import contextvars
 import dataclasses
 import functools
 import json
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cifarnet.config.checks import check_types, check_values
+from cifarnet.config.recipes import RECIPE_HELP, RECIPES
 from cifarnet.errors import ConfigError, unknown_name
 
 DATASETS = ("cifar100", "cifar10")
-IMAGE_SIZE = 32  # CIFAR images are 32x32
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("plateau", "cosine", "linear")
-
-# Each recipe sets the values that define it; everything else keeps the TrainConfig default.
-RECIPES: dict[str, dict[str, Any]] = {
-    # The write-up exactly: SGD lr 0.01, momentum 0.9, weight decay 1e-5, batch 256, lr / 10 when
-    # validation error plateaus (torch's ReduceLROnPlateau defaults: patience 10 epochs), random
-    # crop (4 px zero padding) + horizontal flip, nothing else.
-    "reference": dict(
-        model="resnet_reference",
-        epochs=70,
-        batch_size=256,
-        lr=0.01,
-        momentum=0.9,
-        nesterov=False,
-        weight_decay=1e-5,
-        decay_norm_and_bias=True,
-        label_smoothing=0.0,
-        schedule="plateau",
-        warmup_epochs=0.0,
-        zero_init_residual=False,
-        ema_decay=0.0,
-        cutout=0,
-        mixup=0.0,
-        cutmix=0.0,
-    ),
-    # Our default on the same network: batch 128 (twice the steps per epoch), a 10x higher peak lr
-    # reached by linear warm-up, cosine decay to zero, Nesterov momentum, weight decay 5e-4 (not
-    # on BatchNorm or biases), label smoothing 0.1, and each residual block starting as its
-    # shortcut (zero-initialised last BatchNorm scale). Without that last change the write-up's
-    # network (no ReLU after the addition) blew up in its first steps at lr 0.1-0.2 (training loss
-    # above chance after epoch 1); with it, lr 0.2 trains stably too.
-    "default": dict(
-        model="resnet_reference",
-        epochs=70,
-        batch_size=128,
-        lr=0.1,
-        momentum=0.9,
-        nesterov=True,
-        weight_decay=5e-4,
-        label_smoothing=0.1,
-        schedule="cosine",
-        warmup_epochs=2.0,
-        zero_init_residual=True,
-        ema_decay=0.0,
-        cutout=0,
-        mixup=0.0,
-        cutmix=0.0,
-    ),
-    # Time-to-accuracy, after airbench's hyper-parameters (translated from its summed loss to a
-    # mean loss): the wide, shallow FastNet with a whitened stem, batch 1024, Nesterov SGD at a
-    # high lr (BatchNorm shifts 64x higher), warm-up over the first 20% then linear decay,
-    # label smoothing 0.2, 2-px translations + flips, progressive resizing from 24 px (a 24-px
-    # step costs 44% of a 32-px one).
-    "fast": dict(
-        model="fastnet",
-        epochs=10,
-        batch_size=1024,
-        lr=1.5,
-        momentum=0.85,
-        nesterov=True,
-        weight_decay=1.3e-3,
-        bias_lr_scale=64.0,
-        label_smoothing=0.2,
-        schedule="linear",
-        warmup_epochs=2.0,
-        zero_init_residual=False,
-        ema_decay=0.0,
-        crop_padding=2,
-        cutout=0,
-        mixup=0.0,
-        cutmix=0.0,
-        resize_from=24,
-    ),
-}
-
-RECIPE_HELP = {
-    "reference": "the write-up's recipe exactly (SGD 0.01, wd 1e-5, lr/10 on plateau)",
-    "default": "batch 128, warm-up + cosine, lr 0.1, Nesterov, wd 5e-4, label smoothing 0.1, "
-    "zero-init residuals",
-    "fast": "FastNet, batch 1024, lr 1.5, linear decay, label smoothing 0.2: for --time",
-}
 
 
 @dataclass(frozen=True)
@@ -247,7 +167,7 @@ class TrainConfig:
     download: bool = setting(True, help="Download the dataset when absent.")
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_types(self)
         if self.recipe not in RECIPES:
             raise unknown_name("recipe", self.recipe, tuple(RECIPES))
         if not _FROM_VALUES.get():
@@ -260,7 +180,7 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise unknown_name(name, getattr(self, name), choices)
         check_device(self.device)
-        _check_values(self)
+        check_values(self, flag_name)
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **settings: Any) -> TrainConfig:
@@ -291,33 +211,6 @@ class TrainConfig:
         """A copy with `changes` applied, validated again."""
         with _values_as_given():  # changes to a config already built: not a new label
             return dataclasses.replace(self, **changes)
-
-
-# Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
-# one clear error rather than a TypeError deep inside torch or difflib.
-_STR_FIELDS = ("recipe", "dataset", "model", "device", "precision", "schedule", "runs_dir")
-_OPTIONAL_STR_FIELDS = ("data_dir", "name")
-_BOOL_FIELDS = (
-    "nesterov",
-    "decay_norm_and_bias",
-    "zero_init_residual",
-    "flip",
-    "deterministic",
-    "download",
-)
-
-
-def _check_types(config: TrainConfig) -> None:
-    for name in _STR_FIELDS + _OPTIONAL_STR_FIELDS:
-        value = getattr(config, name)
-        if not isinstance(value, str) and not (value is None and name in _OPTIONAL_STR_FIELDS):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-    for name in (*_BOOL_FIELDS, "compile"):
-        value = getattr(config, name)
-        if not isinstance(value, bool) and not (value is None and name == "compile"):
-            raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if not _integer(config.seed):
-        raise ConfigError(f"seed must be an integer, got {config.seed!r}")
 
 
 # Set while from_dict builds a config from complete values (the recipe merged with a config file
@@ -425,108 +318,6 @@ def _device_hint(device: str) -> str:
     from cifarnet.errors import did_you_mean
 
     return did_you_mean(device, ("auto", "cpu", "cuda", "mps"))
-
-
-def _integer(value: Any) -> bool:
-    """An int, and not a bool (which Python counts as one): `"val_size": true` is a mistake."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive_number(value: Any) -> bool:
-    return _number(value) and math.isfinite(value) and value > 0
-
-
-def _positive_integer(value: Any) -> bool:
-    return _integer(value) and value > 0
-
-
-def _non_negative_integer(value: Any) -> bool:
-    return _integer(value) and value >= 0
-
-
-def _fraction(value: Any) -> bool:
-    return _number(value) and 0.0 <= value < 1.0
-
-
-def _non_negative_number(value: Any) -> bool:
-    return _number(value) and math.isfinite(value) and value >= 0
-
-
-def _image_side(value: Any) -> bool:
-    return _integer(value) and 16 <= value <= IMAGE_SIZE
-
-
-def _within_image(value: int) -> bool:
-    return value <= IMAGE_SIZE
-
-
-def _folder_name(value: str) -> bool:
-    return value not in ("", ".", "..") and "/" not in value and "\\" not in value
-
-
-def _is_dict(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
-def _unset_or(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    """None passes: it means not set (no time budget, the default run folder name, no subset)."""
-    return lambda value: value is None or test(value)
-
-
-# (settings, test, message), checked in this order after the types and names: a config with
-# several bad values is always refused for the same one.
-_VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
-    (
-        ("epochs", "batch_size", "eval_batch_size", "plateau_patience"),
-        _positive_integer,
-        "{flag} must be a positive integer, got {value!r}",
-    ),
-    (("lr",), _positive_number, "{flag} must be a positive number, got {value!r}"),
-    (
-        ("time_minutes",),
-        _unset_or(_positive_number),
-        "{flag} must be a positive number of minutes, got {value!r}",
-    ),
-    (
-        ("momentum", "label_smoothing", "ema_decay"),
-        _fraction,
-        "{flag} must be in [0, 1), got {value!r}",
-    ),
-    (
-        ("weight_decay", "warmup_epochs", "bias_lr_scale", "mixup", "cutmix"),
-        _non_negative_number,
-        "{flag} must be >= 0, got {value!r}",
-    ),
-    (("resize_from",), _image_side, "{flag} must be an integer in 16..{side}, got {value!r}"),
-    (
-        ("val_size", "crop_padding", "cutout"),
-        _non_negative_integer,
-        "{flag} must be an integer >= 0, got {value!r}",
-    ),
-    (("cutout",), _within_image, "{flag} must be at most {side} (the image side), got {value}"),
-    (
-        ("name",),
-        _unset_or(_folder_name),
-        "{flag} must be a plain folder name (no path separators), got {value!r}; "
-        "use --runs-dir to choose where runs go",
-    ),
-    (("subset",), _unset_or(_positive_integer), "{flag} must be a positive integer, got {value!r}"),
-    (("model_kwargs",), _is_dict, "model_kwargs must be a JSON object"),
-)
-
-
-def _check_values(config: TrainConfig) -> None:
-    for names, test, message in _VALUE_CHECKS:
-        for name in names:
-            value = getattr(config, name)
-            if not test(value):
-                raise ConfigError(
-                    message.format(flag=flag_name(name), value=value, side=IMAGE_SIZE)
-                )
 
 
 @dataclass(frozen=True)
