@@ -97,23 +97,21 @@ class BatchPolicy:
     """Base: `policy(images, generator)` -> augmented copy. Subclasses draw, per image, one
     (operation, magnitude) per stage; each stage is applied grouped by what was drawn."""
 
-    name = "none"
+    name = "policy"
     min_size = 1  # the smallest height and width the policy serves
+    size_reason = ""  # why, for the error message
 
     def __init__(self, image_size: int) -> None:
         if image_size < self.min_size:
             raise ConfigError(
                 f"augmentation {self.name!r} needs images of at least {self.min_size}x"
-                f"{self.min_size} pixels, got {image_size}x{image_size}{self._size_reason()}"
+                f"{self.min_size} pixels, got {image_size}x{image_size}{self.size_reason}"
             )
         self.image_size = image_size
 
-    def _size_reason(self) -> str:
-        return ""
-
     def draw(self, n: int, height: int, width: int, g: torch.Generator) -> list[list[Draw]]:
         """Per stage, per image: the operation and signed magnitude, or None to skip."""
-        return []
+        raise NotImplementedError
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         _check_batch(images, self.min_size, self.name)
@@ -176,13 +174,11 @@ class AutoAugment(BatchPolicy):
 
     name = "autoaugment"
     min_size = 3  # Sharpness smooths with a 3x3 kernel; torchvision leaves smaller images be
+    size_reason = " (Sharpness's 3x3 kernel)"
 
     def __init__(self, image_size: int = 32) -> None:
         super().__init__(image_size)
         self.subpolicies = _TorchvisionAutoAugment(AutoAugmentPolicy.CIFAR10).policies
-
-    def _size_reason(self) -> str:
-        return " (Sharpness's 3x3 kernel)"
 
     def draw(self, n: int, height: int, width: int, g: torch.Generator) -> list[list[Draw]]:
         space = _space(10, height, width, wide=False)
@@ -229,6 +225,7 @@ class RandAugment(BatchPolicy):
 
     name = "randaugment"
     min_size = 3  # as AutoAugment: Sharpness
+    size_reason = AutoAugment.size_reason
 
     def __init__(self, n: int = 2, m: int = 9, image_size: int = 32) -> None:
         for label, value, low, high in (
@@ -241,9 +238,6 @@ class RandAugment(BatchPolicy):
                 )
         super().__init__(image_size)
         self.n, self.m = n, m
-
-    def _size_reason(self) -> str:
-        return " (Sharpness's 3x3 kernel)"
 
     def draw(self, n: int, height: int, width: int, g: torch.Generator) -> list[list[Draw]]:
         space = _space(MAGNITUDE_BINS, height, width, wide=False)
@@ -265,10 +259,8 @@ class TrivialAugmentWide(BatchPolicy):
     14, at a magnitude drawn uniformly from 0..30."""
 
     name = "trivialaugment"
-    min_size = 32  # its translations reach 32 pixels: the whole of any smaller image
-
-    def _size_reason(self) -> str:
-        return " (its translations reach 32 pixels, the whole of a smaller image)"
+    min_size = 32
+    size_reason = " (its translations reach 32 pixels, the whole of a smaller image)"
 
     def __init__(self, image_size: int = 32) -> None:
         super().__init__(image_size)
