@@ -34,7 +34,7 @@ class PadShortcut(nn.Module):
 
 
 class CifarResNetHe(nn.Module):
-    def __init__(self, depth: int, num_classes: int = 10, widths=(16, 32, 64)) -> None:
+    def __init__(self, depth: int, num_classes: int = 100, widths=(16, 32, 64)) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n + 2 with n >= 1, got {depth}")

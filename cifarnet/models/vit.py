@@ -2,7 +2,8 @@
 ("Escaping the Big Data Paradigm with Compact Transformers", Table 1: 3.72 M parameters):
 4x4 patches (64 tokens) embedded to 256 dimensions by a strided convolution, a class token and
 learned position embeddings, 7 pre-norm encoder layers (4 heads, MLP ratio 2, GELU), a final
-LayerNorm and a linear head on the class token.
+LayerNorm and a linear head on the class token. `dropout` (0.1) is nn.TransformerEncoderLayer's:
+on the attention weights and after each sub-layer, and here also on the embedded tokens.
 
 Shapes: (N, 3, 32, 32) -> patches (N, 256, 8, 8) -> tokens (N, 64, 256) -> with the class
 token (N, 65, 256) -> encoder (N, 65, 256) -> class token (N, 256) -> logits (N, classes).
