@@ -146,9 +146,21 @@ def apply_grouped(images: torch.Tensor, draws: Sequence[Draw]) -> None:
     for i, drawn in enumerate(draws):
         if drawn is not None and drawn[0] != "Identity":
             groups[drawn].append(i)
+    # every group's rows in one index tensor: one host-to-device copy a stage, not one a group
+    index = to_device(torch.tensor([i for rows in groups.values() for i in rows]), images.device)
+    start = 0
     for (op, magnitude), rows in groups.items():
-        index = torch.tensor(rows, device=images.device)
-        images[index] = OPERATIONS[op](images[index], magnitude)
+        part = index[start : start + len(rows)]
+        start += len(rows)
+        images[part] = OPERATIONS[op](images[part], magnitude)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` (drawn on the host) on `device`; to a GPU through pinned memory and without
+    waiting, so the host never stalls on the kernels queued before the copy."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _check_batch(images: torch.Tensor, min_size: int, name: str) -> None:
@@ -323,8 +335,9 @@ class RandomErasing:
         inside_h = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])  # (n, h)
         inside_w = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])  # (n, w)
         mask = erase[:, None, None] & inside_h[:, :, None] & inside_w[:, None, :]  # (n, h, w)
-        device = images.device
-        return torch.where(mask[:, None].to(device), noise.to(device), images)
+        return torch.where(
+            to_device(mask[:, None], images.device), to_device(noise, images.device), images
+        )
 
 
 class Compose:
