@@ -86,6 +86,7 @@ def test_models_lists_the_registry() -> None:
     assert result.exit_code == 0
     line = next(x for x in result.stdout.splitlines() if "resnet_reference" in x)
     assert "3,903,620" in line
+    assert "227 M" in line  # multiply-accumulates per 32x32 image (torch's FLOP counter / 2)
     assert "fastnet" in result.stdout and "resnet18" in result.stdout
 
 

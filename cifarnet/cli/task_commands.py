@@ -32,15 +32,19 @@ def models() -> None:
     """List the registered models with their parameter counts."""
     from rich.table import Table
 
-    from cifarnet.models import count_parameters, create_model, list_models, model_description
+    from cifarnet.models import list_models, model_description
+    from cifarnet.models.complexity import model_size
 
-    table = Table(title="cifarnet models (100 classes)")
+    table = Table(title="cifarnet models (100 classes, 32x32 input)")
     table.add_column("name", style="bold")
     table.add_column("parameters", justify="right")
+    table.add_column("MACs/image", justify="right")
     table.add_column("description")
     for name in list_models():
-        params = count_parameters(create_model(name, 100))
-        table.add_row(name, f"{params:,}", model_description(name))
+        params, macs = model_size(name, 100)
+        table.add_row(
+            name, f"{params / 1e6:.2f} M", f"{macs / 1e6:,.0f} M", model_description(name)
+        )
     console().print(table)
 
 

@@ -75,4 +75,14 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # Importing the families registers them.
-from cifarnet.models import fastnet, resnet  # noqa: E402, F401
+from cifarnet.models import (  # noqa: E402, F401
+    densenet,
+    fastnet,
+    mobilenetv2,
+    preact_resnet,
+    resnet,
+    resnet_bottleneck,
+    resnet_cifar,
+    vit,
+    wide_resnet,
+)
