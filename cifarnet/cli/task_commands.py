@@ -43,7 +43,7 @@ def models() -> None:
     for name in list_models():
         params, macs = model_size(name, 100)
         table.add_row(
-            name, f"{params / 1e6:.2f} M", f"{macs / 1e6:,.0f} M", model_description(name)
+            name, f"{params:,}", f"{macs / 1e6:,.0f} M", model_description(name)
         )
     console().print(table)
 
