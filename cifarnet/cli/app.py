@@ -60,7 +60,10 @@ def console(stderr: bool = False) -> Any:
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
     from rich.markup import escape
 
+    from cifarnet.io.untrusted import printable
+
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    text = printable(text)
     with contextlib.suppress(BrokenPipeError):  # stderr's reader has gone: nobody to warn
         console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
 
@@ -82,11 +85,12 @@ def handle_errors(
     except CifarnetError as exc:
         if debug:
             traceback.print_exc()
-        from rich.markup import escape
+        from cifarnet.cli.render import shown
 
-        # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'")
+        # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'") and
+        # text from the files read (class names, file names), shown without control characters
         with contextlib.suppress(BrokenPipeError):
-            console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            console(stderr=True).print(f"[bold red]error:[/] {shown(exc)}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         # files are replaced atomically, so nothing is left half-written

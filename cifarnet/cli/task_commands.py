@@ -23,6 +23,7 @@ from cifarnet.cli.options import (
     out_option,
     setting_option,
 )
+from cifarnet.io.untrusted import printable
 
 
 @app.command(
@@ -50,9 +51,11 @@ def _resolve_model(path: Path | None) -> Path:
 
     resolved, defaulted = resolve_model_path(path)
     if defaulted:
-        console(stderr=True).print(f"using {resolved} (the newest run's best.pt)", markup=False)
+        console(stderr=True).print(
+            f"using {printable(resolved)} (the newest run's best.pt)", markup=False
+        )
     elif path is not None and resolved != path:
-        console(stderr=True).print(f"using {resolved} (the run's best.pt)", markup=False)
+        console(stderr=True).print(f"using {printable(resolved)} (the run's best.pt)", markup=False)
     return resolved
 
 
@@ -112,7 +115,7 @@ def evaluate(
         if out is not None:
             from cifarnet.tasks.evaluation import output_paths
 
-            console().print("wrote " + ", ".join(map(str, output_paths(out))), markup=False)
+            console().print("wrote " + ", ".join(map(printable, output_paths(out))), markup=False)
 
 
 @app.command(
@@ -181,7 +184,7 @@ def predict(
             )
         render_predictions(console(), result)
         if out is not None:
-            console().print(f"wrote {out}", markup=False)
+            console().print(f"wrote {printable(out)}", markup=False)
         if result.failed:
             console(stderr=True).print(
                 f"[bold red]error:[/] {result.failed} of {len(result.items)} "
@@ -289,4 +292,4 @@ def benchmark(
         )
         render_benchmark(console(), result)
         if out is not None:
-            console().print(f"wrote {out}", markup=False)
+            console().print(f"wrote {printable(out)}", markup=False)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cifarnet.errors import ConfigError
+from cifarnet.io.untrusted import has_control
 
 IMAGE_SIZE = 32  # CIFAR images are 32x32
 
@@ -77,7 +78,12 @@ def _within_image(value: int) -> bool:
 
 
 def _folder_name(value: str) -> bool:
-    return value not in ("", ".", "..") and "/" not in value and "\\" not in value
+    return (
+        value not in ("", ".", "..")
+        and "/" not in value
+        and "\\" not in value
+        and not has_control(value)
+    )
 
 
 def _is_dict(value: Any) -> bool:
@@ -123,7 +129,8 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
     (
         ("name",),
         _unset_or(_folder_name),
-        "{flag} must be a plain folder name (no path separators), got {value!r}; "
+        "{flag} must be a plain folder name (no path separators or control characters), "
+        "got {value!r}; "
         "use --runs-dir to choose where runs go",
     ),
     (("subset",), _unset_or(_positive_integer), "{flag} must be a positive integer, got {value!r}"),
