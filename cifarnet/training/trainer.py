@@ -35,6 +35,7 @@ from cifarnet.training.checkpoints import CheckpointWriter
 from cifarnet.training.divergence import check_weights, diverged
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
+from cifarnet.training.resume_data import check_same_training_data
 from cifarnet.training.setup import prepare_data, prepare_model
 from cifarnet.training.signals import SIGPIPE, OutputGuard, StopFlag
 from cifarnet.training.state import (
@@ -145,6 +146,10 @@ class Trainer:
         (a new one, or the resumed run's) holding config.json and the metrics so far."""
         c, rt = self.config, self.runtime
         self.data = prepare_data(c, rt, self.callbacks)
+        if self._checkpoint is not None:
+            check_same_training_data(
+                self._checkpoint, self.data.info, self.data.source, self._resume_path
+            )
         self.optim = prepare_model(self.model, c, rt, self.data, fresh=self._checkpoint is None)
         self.schedule = LrSchedule(c, self.optim.optimizer, self.optim.plateau)
         self.progress, self.history = Progress(), []
