@@ -82,3 +82,30 @@ def test_deeply_nested_config_json_is_one_line(tmp_path: Path) -> None:
     cfg.write_text("[" * 100_000 + "]" * 100_000)
     line = _one_line_failure(_train_config(cfg, tmp_path))
     assert str(cfg) in line
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seed", str(2**63 - 1)], "--seed must be an integer in -4294967295..4294967295"),
+        (["--seed", str(10**26)], "--seed must be an integer in -4294967295..4294967295"),
+        (["--seed", str(-(10**26))], "--seed must be an integer in -4294967295..4294967295"),
+        (["--lr", "1e308"], "--lr must be at most 1000 (a larger one cannot train), got 1e+308"),
+        (["--epochs", str(10**20)], "--epochs must be at most 2147483647"),
+        (["--batch-size", str(2**40)], "--batch-size must be at most 2147483647"),
+    ],
+)
+def test_numbers_at_the_edge_of_their_types_are_refused_before_any_folder(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", *args, "--runs-dir", str(runs), "--device", "cpu"])
+    assert message in _one_line_failure(result)
+    assert not runs.exists()
+
+
+def test_a_seed_at_the_edge_of_its_range_trains(tiny_config) -> None:
+    from cifarnet.training.trainer import train
+
+    summary = train(tiny_config.replace(seed=2**32 - 1, epochs=1))
+    assert Path(summary["run_dir"]).is_dir()
