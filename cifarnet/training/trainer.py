@@ -26,7 +26,15 @@ from cifarnet.data.loader import BatchLoader
 from cifarnet.errors import OutputError, TrainingInterrupted
 from cifarnet.io.checkpoint import SavedRun, load_checkpoint
 from cifarnet.io.metrics_log import MetricsLog
-from cifarnet.io.run_folder import RunPaths, new_run_folder, write_config, write_plot, write_summary
+from cifarnet.io.run_folder import (
+    RunPaths,
+    check_runs_dir,
+    new_run_folder,
+    remove_unfinished_run,
+    write_config,
+    write_plot,
+    write_summary,
+)
 from cifarnet.models import count_parameters, create_model
 from cifarnet.models.resnet import zero_init_residual
 from cifarnet.runtime.device import out_of_memory_as, resolve_runtime, seed_everything
@@ -120,7 +128,19 @@ class Trainer:
         return trainer
 
     def run(self) -> dict[str, Any]:
-        """Train to the end (or the time budget, or a stop signal) and return the summary."""
+        """Train to the end (or the time budget, or a stop signal) and return the summary. A
+        new run that fails before it saved a checkpoint leaves no folder behind."""
+        try:
+            return self._run()
+        except TrainingInterrupted:
+            raise  # last.pt was saved: the folder is the run's, to resume
+        except BaseException:
+            if self._checkpoint is None and hasattr(self, "paths"):
+                with contextlib.suppress(OSError):
+                    remove_unfinished_run(self.paths)
+            raise
+
+    def _run(self) -> dict[str, Any]:
         self._start()
         with self.stop:
             try:
@@ -145,6 +165,8 @@ class Trainer:
         """Data, model and optimizer set up, a resumed run's state restored, the run folder
         (a new one, or the resumed run's) holding config.json and the metrics so far."""
         c, rt = self.config, self.runtime
+        if self._checkpoint is None:
+            check_runs_dir(c.runs_dir)  # before the data is loaded: the run could not be saved
         self.data = prepare_data(c, rt, self.callbacks)
         if self._checkpoint is not None:
             check_same_training_data(
