@@ -21,6 +21,7 @@ from cifarnet.cli import app
 from cifarnet.config.settings import TrainConfig
 from cifarnet.errors import OutputError
 from cifarnet.io.atomic import atomic_write
+from cifarnet.training.callbacks import TrainCallbacks
 
 runner = CliRunner()
 
@@ -150,6 +151,7 @@ def test_the_leftover_of_a_kill_9_is_removed_by_the_next_write(tmp_path: Path) -
         f"""
         import os, signal
         from cifarnet.io.atomic import atomic_write
+from cifarnet.training.callbacks import TrainCallbacks
 
         def write(f):
             f.write(b"PK" + b"x" * 4096)
@@ -173,3 +175,49 @@ def test_the_leftover_of_a_kill_9_is_removed_by_the_next_write(tmp_path: Path) -
 def test_a_write_into_a_missing_folder_is_still_one_error(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="could not write"):
         atomic_write(tmp_path / "gone" / "x.csv", lambda f: f.write(b"x"))
+
+
+class _RunFolder(TrainCallbacks):
+    """Remembers the run's folder."""
+
+    run: Path | None = None
+
+    def on_start(self, info: dict) -> None:
+        self.run = Path(info["run_dir"])
+
+
+def test_disk_full_at_last_pt_leaves_best_and_metrics_in_agreement(
+    tiny_config: TrainConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    import cifarnet.io.checkpoint as checkpoint_mod
+    from cifarnet.io.checkpoint import load_checkpoint
+    from cifarnet.training.trainer import train
+
+    real_write = checkpoint_mod.atomic_write
+    lasts: list[Path] = []
+
+    def full_at_epoch_2(path, write, check=None):
+        if Path(path).name == "last.pt":
+            lasts.append(path)
+            if len(lasts) == 2:
+                raise OutputError(f"could not write {path}: No space left on device")
+        return real_write(path, write, check)
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_write", full_at_epoch_2)
+    folder = _RunFolder()
+    config = tiny_config.replace(val_size=0, epochs=3)  # every epoch is the best: best.pt saved
+    with pytest.raises(OutputError) as err:
+        train(config, callbacks=folder)
+    message = str(err.value)
+    assert "best.pt and metrics.csv hold epoch 2, last.pt epoch 1" in message
+    assert "resuming from last.pt redoes epoch 2" in message and "\n" not in message
+    run = folder.run
+    assert run is not None
+    best_epoch = load_checkpoint(run / "best.pt")["progress"]["epoch"]
+    assert best_epoch in pd.read_csv(run / "metrics.csv")["epoch"].tolist()
+    assert load_checkpoint(run / "last.pt")["progress"]["epoch"] == 1
+    monkeypatch.undo()
+    train(resume=run / "last.pt")
+    assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3]

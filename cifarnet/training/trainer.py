@@ -290,7 +290,10 @@ class Trainer:
         # first could record a best epoch whose weights never reached best.pt.)
         if improved:
             self.checkpoints.save_best(self.progress)
-        self.checkpoints.save_last(self.progress, self.history)
+        try:
+            self.checkpoints.save_last(self.progress, self.history)
+        except OutputError as exc:
+            raise self._last_not_saved(exc, epoch, row, improved) from None
         p.elapsed_seconds += time.perf_counter() - t_save
         p.epoch_end_seconds = time.perf_counter() - t0
         try:
@@ -302,6 +305,27 @@ class Trainer:
                 "rewrites the file"
             ) from None
         self.callbacks.on_epoch_end(row)
+
+    def _last_not_saved(
+        self, exc: OutputError, epoch: int, row: dict[str, Any], improved: bool
+    ) -> OutputError:
+        """last.pt of `epoch` could not be written (a full disk). best.pt and metrics.csv must
+        agree: when best.pt already holds this epoch, metrics.csv gets its row too. The error
+        says what each file now holds."""
+        before = f"epoch {epoch - 1}" if epoch > 1 else "no epoch"
+        if not improved:
+            kept = f"best.pt, last.pt and metrics.csv keep {before}"
+        else:
+            try:
+                self.metrics.append(row)
+                kept = f"best.pt and metrics.csv hold epoch {epoch}, last.pt {before}"
+            except OSError:
+                kept = (
+                    f"best.pt holds epoch {epoch}, which metrics.csv could not record; "
+                    f"last.pt and metrics.csv keep {before}"
+                )
+        redo = f"resuming from last.pt redoes epoch {epoch}" if epoch > 1 else "rerun it"
+        return OutputError(f"{exc}; {kept}; {redo}")
 
     def _evaluate(self, loader: BatchLoader) -> EvalResult:
         with out_of_memory_as(
