@@ -221,3 +221,36 @@ def test_disk_full_at_last_pt_leaves_best_and_metrics_in_agreement(
     monkeypatch.undo()
     train(resume=run / "last.pt")
     assert pd.read_csv(run / "metrics.csv")["epoch"].tolist() == [1, 2, 3]
+
+
+def test_ctrl_c_between_two_export_formats_says_what_was_written(
+    tmp_path_factory: pytest.TempPathFactory,
+    cifar100_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shutil
+
+    from tiny_run import trained_run
+
+    import cifarnet.tasks.exporting as exporting
+
+    pytest.importorskip("onnxruntime")
+    run = trained_run(tmp_path_factory, cifar100_dir)
+    ckpt = tmp_path / "best.pt"
+    shutil.copy(run / "best.pt", ckpt)
+    real = exporting._export_one
+
+    def interrupted_after_the_first(fmt, *args, **kwargs):
+        if fmt == "torchscript":
+            raise KeyboardInterrupt
+        return real(fmt, *args, **kwargs)
+
+    monkeypatch.setattr(exporting, "_export_one", interrupted_after_the_first)
+    args = ["export", str(ckpt), "--onnx", "--torchscript", "--data-dir", str(cifar100_dir)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    onnx, script = tmp_path / "model.onnx", tmp_path / "model.torchscript.pt"
+    assert f"aborted (written: {onnx}; not written: {script})" in result.output
+    assert onnx.is_file() and not script.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

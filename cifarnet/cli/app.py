@@ -94,8 +94,10 @@ def handle_errors(
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         # files are replaced atomically, so nothing is left half-written
+        from cifarnet.cli.render import shown
+
         note = abort_note() if abort_note else ""
-        note = f" ({note})" if note else ""
+        note = f" ({shown(note)})" if note else ""
         with contextlib.suppress(BrokenPipeError):
             console(stderr=True).print(f"[bold red]aborted[/]{note}")
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # 143 for a second SIGTERM

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -193,6 +195,25 @@ def predict(
             raise typer.Exit(1)
 
 
+def _written_note(targets: list[Path], since: float) -> Callable[[], str]:
+    """For Ctrl-C in the middle of an export of several files: which of `targets` this command
+    wrote (each is verified before it is renamed into place) and which it did not."""
+
+    def note() -> str:
+        def written(path: Path) -> bool:
+            with contextlib.suppress(OSError):
+                return path.stat().st_mtime >= since - 1
+            return False
+
+        done = [printable(p) for p in targets if written(p)]
+        missing = [printable(p) for p in targets if not written(p)]
+        parts = [f"written: {', '.join(done)}"] if done else []
+        parts += [f"not written: {', '.join(missing)}"] if missing else []
+        return "; ".join(parts)
+
+    return note
+
+
 @app.command(
     epilog="Examples: cifarnet export --onnx · cifarnet export runs/train/best.pt --onnx "
     "--torchscript --out deploy/"
@@ -218,13 +239,18 @@ def export(
     debug: DebugOpt = False,
 ) -> None:
     """Export to ONNX / TorchScript, then verify the file against PyTorch (fails on mismatch)."""
-    with handle_errors(debug):
+    targets: list[Path] = []  # known once the checkpoint is resolved
+    with handle_errors(debug, abort_note=_written_note(targets, time.time())):
         from cifarnet.cli.render import render_export
         from cifarnet.tasks.exporting import export as run_export
+        from cifarnet.tasks.exporting import output_paths
 
         formats = [f for f, on in (("onnx", onnx), ("torchscript", torchscript)) if on]
+        resolved = _resolve_model(checkpoint)
+        with contextlib.suppress(Exception):  # a bad --out is the export's own error to tell
+            targets.extend(output_paths(resolved, formats or ["onnx"], out).values())
         result = run_export(
-            _resolve_model(checkpoint),
+            resolved,
             formats or ["onnx"],
             out=out,
             opset=opset,
