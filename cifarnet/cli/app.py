@@ -25,7 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Click's plain help: at 80 columns an option's names are never cut (a long one puts its
+    # help on the next line), and a flag shows no value placeholder
+    rich_markup_mode=None,
 )
 
 
