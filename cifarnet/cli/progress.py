@@ -101,6 +101,7 @@ class RichCallbacks(PlainCallbacks):
             transient=True,
         )
         self.task: Any = None
+        self.test_task: Any = None
         self.run_start = time.perf_counter()
 
     def on_start(self, info: dict[str, Any]) -> None:
@@ -136,6 +137,14 @@ class RichCallbacks(PlainCallbacks):
 
     def on_status(self, message: str) -> None:
         self.progress.console.print(f"[dim]{shown(message)} ...[/]")
+
+    def on_test_progress(self, images_done: int, images: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        if self.test_task is None:
+            self.test_task = self.progress.add_task("test", total=images, stats="", eta="-")
+        self.progress.update(self.test_task, completed=images_done, total=images)
 
     def on_end(self, summary: dict[str, Any]) -> None:
         self.progress.stop()

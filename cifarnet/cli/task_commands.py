@@ -260,6 +260,13 @@ def export(
         render_export(console(), result)
 
 
+def _row_status(line: str) -> None:
+    """A benchmark row starting, on stderr: a slow warm-up is not taken for a hang."""
+    from cifarnet.cli.render import shown
+
+    console(stderr=True).print(f"[dim]{shown(line)} ...[/]")
+
+
 @app.command(
     epilog="Examples: cifarnet benchmark --model resnet18 · cifarnet benchmark "
     "runs/train/best.pt --batch-size 1 --seconds 5 --out bench.csv"
@@ -279,7 +286,13 @@ def benchmark(
     ] = None,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
-    seconds: Annotated[float, typer.Option(help="Timed seconds per row (after warm-up).")] = 3.0,
+    seconds: Annotated[
+        float,
+        typer.Option(
+            help="Minimum timed seconds per row, after its warm-up; a warm-up can take "
+            "minutes on a slow CPU (compiling longer). Each row is announced as it starts."
+        ),
+    ] = 3.0,
     compile: Annotated[
         bool, typer.Option("--compile", help="Add torch.compile rows (slow to compile on CPU).")
     ] = False,
@@ -315,6 +328,7 @@ def benchmark(
             onnx=onnx,
             out=out,
             force=force,
+            status=_row_status,
         )
         render_benchmark(console(), result)
         if out is not None:

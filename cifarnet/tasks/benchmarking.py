@@ -94,13 +94,17 @@ def benchmark(
     onnx: bool = True,
     out: str | os.PathLike | None = None,
     force: bool = False,
+    status: Callable[[str], None] | None = None,
 ) -> Benchmark:
     """Images per second for training and inference, per runtime and precision.
 
     The network: `checkpoint`, else a fresh `model` (registry name), else the newest
     runs/*/best.pt, else a fresh resnet_reference (weights do not change the speed).
-    `seconds`: timed run per row, after its warm-up.
+    `seconds`: the least timed run per row, after its warm-up (a row takes longer: its
+    warm-up, compiling included, can take minutes on a slow CPU). `status(line)` is told of
+    each row as it starts.
     """
+    status = status or (lambda line: None)
     if checkpoint is not None and model is not None:
         raise ConfigError("give a checkpoint or --model, not both")
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -130,8 +134,10 @@ def benchmark(
                     f"out of memory on {dev} at batch size {batch_size} ({mode}, "
                     f"{rt.precision}); try a smaller --batch-size"
                 ):
+                    status(_row_name(mode, "compiled" if compiled else "eager", rt.precision))
                     rows.append(_time_torch(base, rt, mode, batch_size, seconds, compiled, info))
     if onnx:
+        status(_row_name("inference", "onnxruntime", "fp32"))
         row = _time_onnx(base, info, batch_size, seconds, skipped)
         if row is not None:
             rows.append(row)
@@ -139,6 +145,10 @@ def benchmark(
     if out is not None:
         result.save(out, force)
     return result
+
+
+def _row_name(mode: str, runtime: str, precision: str) -> str:
+    return f"{mode}, {runtime}, {precision}: warming up, then timing"
 
 
 def _network(

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -84,6 +85,19 @@ def train(
     if overrides:
         config = config.replace(**overrides)
     return Trainer(config, callbacks).run()
+
+
+def _counted(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    total: int,
+    progress: Callable[[int, int], None],
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`batches`, telling `progress(images done, total)` once each has been used."""
+    done = 0
+    for x, y in batches:
+        yield x, y
+        done += len(y)
+        progress(done, total)
 
 
 class Trainer:
@@ -327,12 +341,18 @@ class Trainer:
         redo = f"resuming from last.pt redoes epoch {epoch}" if epoch > 1 else "rerun it"
         return OutputError(f"{exc}; {kept}; {redo}")
 
-    def _evaluate(self, loader: BatchLoader) -> EvalResult:
+    def _evaluate(
+        self, loader: BatchLoader, progress: Callable[[int, int], None] | None = None
+    ) -> EvalResult:
+        """An evaluation pass over `loader`; `progress(done, total)` told after each batch."""
+        batches = loader.batches()
+        if progress is not None:
+            batches = _counted(batches, len(loader.labels), progress)
         with out_of_memory_as(
             f"out of memory on {self.runtime.device} while evaluating batches of "
             f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
         ):
-            return evaluate(self.optim.eval_forward, loader.batches(), self.runtime)
+            return evaluate(self.optim.eval_forward, batches, self.runtime)
 
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""
@@ -346,14 +366,15 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         """Evaluate the final model on the test set; write and return the summary."""
         write_plot(self.paths, self.history)  # before the test pass: a failure there keeps it
-        self.callbacks.on_status("evaluating on the test set")
+        test_images = len(self.data.test_loader.labels)
+        self.callbacks.on_status(f"evaluating on the test set ({test_images:,} images)")
         validated = self.data.val_loader is not None
         # the final model: best by validation top-1, or the last epoch without a validation split
         if validated and self.paths.best.exists():
             best = load_checkpoint(self.paths.best)
             self.optim.eval_model.load_state_dict(SavedRun(best).state_dict)
         t0 = time.perf_counter()
-        test = self._evaluate(self.data.test_loader)
+        test = self._evaluate(self.data.test_loader, self.callbacks.on_test_progress)
         test_seconds = time.perf_counter() - t0
         c, rt, p, parameters = (
             self.config,
