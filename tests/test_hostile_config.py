@@ -109,3 +109,23 @@ def test_a_seed_at_the_edge_of_its_range_trains(tiny_config) -> None:
 
     summary = train(tiny_config.replace(seed=2**32 - 1, epochs=1))
     assert Path(summary["run_dir"]).is_dir()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["benchmark", "--model", "resnet", "--batch-size", str(10**20)],
+            "--batch-size must be an integer in 1..65536",
+        ),
+        (["benchmark", "--model", "resnet", "--seconds", "1e308"], "up to 3600 (an hour per row)"),
+        (["benchmark", "--model", "resnet", "--seconds", "nan"], "--seconds must be a positive"),
+        (
+            ["predict", "x.png", "--model", "m.pt", "--workers", str(10**9)],
+            "--workers must be at most 256 threads",
+        ),
+    ],
+)
+def test_other_commands_refuse_numbers_at_the_edge(args: list[str], message: str) -> None:
+    result = runner.invoke(app, [*args, "--device", "cpu"])
+    assert message in _one_line_failure(result)

@@ -12,7 +12,6 @@ each convolution fused with the ReLU or residual addition after it).
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Callable
@@ -82,6 +81,10 @@ class Benchmark:
         write_csv([asdict(r) for r in self.rows], out, COLUMNS)
 
 
+MAX_BATCH_SIZE = 65_536  # one batch of synthetic images is allocated whole
+MAX_SECONDS = 3600
+
+
 def benchmark(
     checkpoint: str | os.PathLike | None = None,
     *,
@@ -107,10 +110,15 @@ def benchmark(
     status = status or (lambda line: None)
     if checkpoint is not None and model is not None:
         raise ConfigError("give a checkpoint or --model, not both")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"--seconds must be a positive number, got {seconds!r}")
+    if not isinstance(batch_size, int) or not 0 < batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"--batch-size must be an integer in 1..{MAX_BATCH_SIZE}, got {batch_size!r}"
+        )
+    if not (isinstance(seconds, (int, float)) and 0 < seconds <= MAX_SECONDS):
+        raise ConfigError(
+            f"--seconds must be a positive number up to {MAX_SECONDS} (an hour per row), "
+            f"got {seconds!r}"
+        )
     if out is not None:
         check_csv_name(out, "bench.csv")
         check_new_files([out], force)
