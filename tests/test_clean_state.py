@@ -151,7 +151,6 @@ def test_the_leftover_of_a_kill_9_is_removed_by_the_next_write(tmp_path: Path) -
         f"""
         import os, signal
         from cifarnet.io.atomic import atomic_write
-from cifarnet.training.callbacks import TrainCallbacks
 
         def write(f):
             f.write(b"PK" + b"x" * 4096)

@@ -90,7 +90,7 @@ def test_deeply_nested_config_json_is_one_line(tmp_path: Path) -> None:
         (["--seed", str(2**63 - 1)], "--seed must be an integer in -4294967295..4294967295"),
         (["--seed", str(10**26)], "--seed must be an integer in -4294967295..4294967295"),
         (["--seed", str(-(10**26))], "--seed must be an integer in -4294967295..4294967295"),
-        (["--lr", "1e308"], "--lr must be at most 1000 (a larger one cannot train), got 1e+308"),
+        (["--lr", "1e308"], "--lr must be at most 1e+18 (the lr of biases, lr x bias lr scale"),
         (["--epochs", str(10**20)], "--epochs must be at most 2147483647"),
         (["--batch-size", str(2**40)], "--batch-size must be at most 2147483647"),
     ],

@@ -16,7 +16,8 @@ IMAGE_SIZE = 32  # CIFAR images are 32x32
 # within +-2**32 that stays inside the range torch.manual_seed takes
 SEED_LIMIT = 2**32 - 1
 INT_LIMIT = 2**31 - 1  # counts and sizes: what torch's int32 arguments take
-LR_LIMIT = 1e3  # a learning rate, or its scale for biases: far above any that trains
+# a learning rate, or its scale for biases: their product stays finite in float32 (3.4e38)
+LR_LIMIT = 1e18
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
 # one clear error rather than a TypeError deep inside torch or difflib.
@@ -166,7 +167,8 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
     (
         ("lr", "bias_lr_scale"),
         _sane_rate,
-        "{flag} must be at most {lr_limit:g} (a larger one cannot train), got {value!r}",
+        "{flag} must be at most {lr_limit:g} (the lr of biases, lr x bias lr scale, must stay "
+        "finite in float32), got {value!r}",
     ),
 )
 

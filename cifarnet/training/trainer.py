@@ -31,21 +31,21 @@ from cifarnet.io.run_folder import (
     RunPaths,
     check_runs_dir,
     new_run_folder,
-    remove_unfinished_run,
     write_config,
     write_plot,
     write_summary,
 )
 from cifarnet.models import count_parameters, create_model
 from cifarnet.models.resnet import zero_init_residual
-from cifarnet.runtime.device import out_of_memory_as, resolve_runtime, seed_everything
+from cifarnet.runtime.device import Runtime, out_of_memory_as, resolve_runtime, seed_everything
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.checkpoints import CheckpointWriter
 from cifarnet.training.divergence import check_weights, diverged
+from cifarnet.training.failures import last_not_saved, removed_if_unfinished
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
 from cifarnet.training.resume_data import check_same_training_data
-from cifarnet.training.setup import prepare_data, prepare_model
+from cifarnet.training.setup import TrainData, prepare_data, prepare_model
 from cifarnet.training.signals import SIGPIPE, OutputGuard, StopFlag
 from cifarnet.training.state import (
     EpochSums,
@@ -90,14 +90,33 @@ def train(
 def _counted(
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
     total: int,
-    progress: Callable[[int, int], None],
+    progress: Callable[[int, int], None] | None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """`batches`, telling `progress(images done, total)` once each has been used."""
+    """`batches`, telling `progress(images done, total)` (when given) once each was used."""
     done = 0
     for x, y in batches:
         yield x, y
         done += len(y)
-        progress(done, total)
+        if progress is not None:
+            progress(done, total)
+
+
+def _load_data(
+    config: TrainConfig,
+    runtime: Runtime,
+    callbacks: TrainCallbacks,
+    checkpoint: dict[str, Any] | None,
+    resume_path: Path | None,
+) -> TrainData:
+    """The run's data. A new run's --runs-dir is checked first (a run that could not be saved
+    is refused before the data is loaded); a resumed run's data must be what last.pt was
+    trained on."""
+    if checkpoint is None:
+        check_runs_dir(config.runs_dir)
+    data = prepare_data(config, runtime, callbacks)
+    if checkpoint is not None:
+        check_same_training_data(checkpoint, data.info, data.source, resume_path)
+    return data
 
 
 class Trainer:
@@ -144,48 +163,33 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train to the end (or the time budget, or a stop signal) and return the summary. A
         new run that fails before it saved a checkpoint leaves no folder behind."""
-        try:
-            return self._run()
-        except TrainingInterrupted:
-            raise  # last.pt was saved: the folder is the run's, to resume
-        except BaseException:
-            if self._checkpoint is None and hasattr(self, "paths"):
-                with contextlib.suppress(OSError):
-                    remove_unfinished_run(self.paths)
-            raise
-
-    def _run(self) -> dict[str, Any]:
-        self._start()
-        with self.stop:
-            try:
-                while not self._finished():
-                    self._run_epoch()
-                if self.config.time_minutes is not None:
-                    # last.pt was written before its own save was timed: again, with the
-                    # progress this stop was decided on, so that `--resume` sees the same
-                    self.checkpoints.save_last(self.progress, self.history)
-            except TrainingInterrupted:
-                raise  # stopped by a signal: its plot is drawn, and a second Ctrl-C is live
-            except Exception:
-                # the curves of the epochs done, however the run failed (divergence, a full
-                # disk, ...); best effort: the run's own error is the one to report.
-                # (Not on a second Ctrl-C: that asks to stop at once.)
-                with contextlib.suppress(Exception):
-                    write_plot(self.paths, self.history)
-                raise
-        return self._finish()
+        new = self._checkpoint is None
+        with removed_if_unfinished(lambda: getattr(self, "paths", None) if new else None):
+            self._start()
+            with self.stop:
+                try:
+                    while not self._finished():
+                        self._run_epoch()
+                    if self.config.time_minutes is not None:
+                        # last.pt was written before its own save was timed: again, with the
+                        # progress this stop was decided on, so that `--resume` sees the same
+                        self.checkpoints.save_last(self.progress, self.history)
+                except TrainingInterrupted:
+                    raise  # stopped by a signal: its plot is drawn, and a second Ctrl-C is live
+                except Exception:
+                    # the curves of the epochs done, however the run failed (divergence, a full
+                    # disk, ...); best effort: the run's own error is the one to report.
+                    # (Not on a second Ctrl-C: that asks to stop at once.)
+                    with contextlib.suppress(Exception):
+                        write_plot(self.paths, self.history)
+                    raise
+            return self._finish()
 
     def _start(self) -> None:
         """Data, model and optimizer set up, a resumed run's state restored, the run folder
         (a new one, or the resumed run's) holding config.json and the metrics so far."""
         c, rt = self.config, self.runtime
-        if self._checkpoint is None:
-            check_runs_dir(c.runs_dir)  # before the data is loaded: the run could not be saved
-        self.data = prepare_data(c, rt, self.callbacks)
-        if self._checkpoint is not None:
-            check_same_training_data(
-                self._checkpoint, self.data.info, self.data.source, self._resume_path
-            )
+        self.data = _load_data(c, rt, self.callbacks, self._checkpoint, self._resume_path)
         self.optim = prepare_model(self.model, c, rt, self.data, fresh=self._checkpoint is None)
         self.schedule = LrSchedule(c, self.optim.optimizer, self.optim.plateau)
         self.progress, self.history = Progress(), []
@@ -307,7 +311,7 @@ class Trainer:
         try:
             self.checkpoints.save_last(self.progress, self.history)
         except OutputError as exc:
-            raise self._last_not_saved(exc, epoch, row, improved) from None
+            raise last_not_saved(exc, epoch, improved, lambda: self.metrics.append(row)) from None
         p.elapsed_seconds += time.perf_counter() - t_save
         p.epoch_end_seconds = time.perf_counter() - t0
         try:
@@ -320,34 +324,11 @@ class Trainer:
             ) from None
         self.callbacks.on_epoch_end(row)
 
-    def _last_not_saved(
-        self, exc: OutputError, epoch: int, row: dict[str, Any], improved: bool
-    ) -> OutputError:
-        """last.pt of `epoch` could not be written (a full disk). best.pt and metrics.csv must
-        agree: when best.pt already holds this epoch, metrics.csv gets its row too. The error
-        says what each file now holds."""
-        before = f"epoch {epoch - 1}" if epoch > 1 else "no epoch"
-        if not improved:
-            kept = f"best.pt, last.pt and metrics.csv keep {before}"
-        else:
-            try:
-                self.metrics.append(row)
-                kept = f"best.pt and metrics.csv hold epoch {epoch}, last.pt {before}"
-            except OSError:
-                kept = (
-                    f"best.pt holds epoch {epoch}, which metrics.csv could not record; "
-                    f"last.pt and metrics.csv keep {before}"
-                )
-        redo = f"resuming from last.pt redoes epoch {epoch}" if epoch > 1 else "rerun it"
-        return OutputError(f"{exc}; {kept}; {redo}")
-
     def _evaluate(
         self, loader: BatchLoader, progress: Callable[[int, int], None] | None = None
     ) -> EvalResult:
         """An evaluation pass over `loader`; `progress(done, total)` told after each batch."""
-        batches = loader.batches()
-        if progress is not None:
-            batches = _counted(batches, len(loader.labels), progress)
+        batches = _counted(loader.batches(), len(loader.labels), progress)
         with out_of_memory_as(
             f"out of memory on {self.runtime.device} while evaluating batches of "
             f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
