@@ -116,7 +116,7 @@ def test_a_seed_at_the_edge_of_its_range_trains(tiny_config) -> None:
     [
         (
             ["benchmark", "--model", "resnet", "--batch-size", str(10**20)],
-            "--batch-size must be an integer in 1..65536",
+            "--batch-size must be an integer in 1..2147483647",
         ),
         (["benchmark", "--model", "resnet", "--seconds", "1e308"], "up to 3600 (an hour per row)"),
         (["benchmark", "--model", "resnet", "--seconds", "nan"], "--seconds must be a positive"),
