@@ -25,7 +25,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Click's plain help: at 80 columns an option's names are never cut (a long one puts its
+    # help on the next line), and a flag shows no value placeholder
+    rich_markup_mode=None,
 )
 
 
@@ -60,7 +62,10 @@ def console(stderr: bool = False) -> Any:
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
     from rich.markup import escape
 
+    from cifarnet.io.untrusted import printable
+
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    text = printable(text)
     with contextlib.suppress(BrokenPipeError):  # stderr's reader has gone: nobody to warn
         console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
 
@@ -82,16 +87,19 @@ def handle_errors(
     except CifarnetError as exc:
         if debug:
             traceback.print_exc()
-        from rich.markup import escape
+        from cifarnet.cli.render import shown
 
-        # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'")
+        # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'") and
+        # text from the files read (class names, file names), shown without control characters
         with contextlib.suppress(BrokenPipeError):
-            console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            console(stderr=True).print(f"[bold red]error:[/] {shown(exc)}", soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         # files are replaced atomically, so nothing is left half-written
+        from cifarnet.cli.render import shown
+
         note = abort_note() if abort_note else ""
-        note = f" ({note})" if note else ""
+        note = f" ({shown(note)})" if note else ""
         with contextlib.suppress(BrokenPipeError):
             console(stderr=True).print(f"[bold red]aborted[/]{note}")
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # 143 for a second SIGTERM

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cifarnet.cli.render import shown
 from cifarnet.training.trainer import TrainCallbacks
 
 
@@ -53,7 +54,8 @@ class PlainCallbacks(TrainCallbacks):
             else f"{info['epochs']} epoch{'s' if info['epochs'] != 1 else ''}"
         )
         self.console.print(
-            f"run {info['run_dir']}: {info['model']} ({info['parameters']:,} params), "
+            f"run {shown(info['run_dir'])}: {shown(info['model'])} "
+            f"({info['parameters']:,} params), "
             f"{info['train_images']:,} train / {info['val_images']:,} val images, {budget}, "
             f"{info['device']} {info['precision']}"
             f"{' channels_last' if info['channels_last'] else ''}"
@@ -61,7 +63,7 @@ class PlainCallbacks(TrainCallbacks):
         )
 
     def on_status(self, message: str) -> None:
-        self.console.print(f"{message} ...")
+        self.console.print(f"{shown(message)} ...")
 
     def close(self) -> None:
         """Release the terminal however training ended (nothing to release here)."""
@@ -99,6 +101,7 @@ class RichCallbacks(PlainCallbacks):
             transient=True,
         )
         self.task: Any = None
+        self.test_task: Any = None
         self.run_start = time.perf_counter()
 
     def on_start(self, info: dict[str, Any]) -> None:
@@ -133,7 +136,15 @@ class RichCallbacks(PlainCallbacks):
         self.progress.console.print(self._epoch_line(row))
 
     def on_status(self, message: str) -> None:
-        self.progress.console.print(f"[dim]{message} ...[/]")
+        self.progress.console.print(f"[dim]{shown(message)} ...[/]")
+
+    def on_test_progress(self, images_done: int, images: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        if self.test_task is None:
+            self.test_task = self.progress.add_task("test", total=images, stats="", eta="-")
+        self.progress.update(self.test_task, completed=images_done, total=images)
 
     def on_end(self, summary: dict[str, Any]) -> None:
         self.progress.stop()
@@ -146,7 +157,7 @@ class RichCallbacks(PlainCallbacks):
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"run {summary['run_dir']}", show_header=False)
+    table = Table(title=f"run {shown(summary['run_dir'])}", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows = [

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cifarnet.io.untrusted import printable
+
 if TYPE_CHECKING:
     from cifarnet.tasks.benchmarking import Benchmark
     from cifarnet.tasks.evaluation import Evaluation
@@ -42,7 +44,9 @@ def _pct(value: float | None) -> str:
 
 def render_evaluation(console: Console, r: Evaluation) -> None:
     """The summary, best/worst classes and most confused pairs as rich tables."""
-    title = f"{escape(r.checkpoint)} on {r.dataset} {r.split}" + (" (flip TTA)" if r.tta else "")
+    title = f"{shown(r.checkpoint)} on {shown(r.dataset)} {r.split}" + (
+        " (flip TTA)" if r.tta else ""
+    )
     summary = Table(title=title, show_header=False)
     summary.add_column(style="bold")
     summary.add_column(justify="right")
@@ -67,9 +71,9 @@ def render_evaluation(console: Console, r: Evaluation) -> None:
     worst = sorted(ranked, key=lambda c: (r.class_top1[c], c))
     for best_c, worst_c in zip(ranked[:n], worst[:n], strict=True):
         classes.add_row(
-            escape(r.classes[best_c]),
+            shown(r.classes[best_c]),
             _pct(r.class_top1[best_c]),
-            escape(r.classes[worst_c]),
+            shown(r.classes[worst_c]),
             _pct(r.class_top1[worst_c]),
         )
     console.print(classes)
@@ -82,19 +86,25 @@ def render_evaluation(console: Console, r: Evaluation) -> None:
         pairs.add_column("of the class", justify="right")
         for true, pred, count in r.confused_pairs:
             share = 100.0 * count / max(r.class_images[true], 1)
-            pairs.add_row(escape(r.classes[true]), escape(r.classes[pred]), str(count), _pct(share))
+            pairs.add_row(shown(r.classes[true]), shown(r.classes[pred]), str(count), _pct(share))
         console.print(pairs)
 
 
 def _shown_path(path: str) -> str:
     """A path as the terminal can print it: bytes that are not UTF-8 (held by Python as
     surrogates, which a UTF-8 stream refuses) shown as U+FFFD; the CSV keeps the real bytes."""
-    return escape(path.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    return shown(path)
+
+
+def shown(text: object) -> str:
+    """Untrusted text (a class name from a checkpoint, a file name) for rich markup: without
+    its control characters and escape sequences (see cifarnet.io.untrusted), brackets escaped."""
+    return escape(printable(text))
 
 
 def render_predictions(console: Console, r: Predictions) -> None:
     """The first rows of the predictions as a rich table (the CSV holds all of them)."""
-    table = Table(title=f"{escape(r.model)}: top-{r.topk} ({r.resize} to 32x32)")
+    table = Table(title=f"{shown(r.model)}: top-{r.topk} ({r.resize} to 32x32)")
     table.add_column("path", overflow="fold")
     table.add_column("label", style="bold")
     table.add_column("superclass")
@@ -106,13 +116,13 @@ def render_predictions(console: Console, r: Predictions) -> None:
     for p in r.items[:PREDICTION_ROWS_SHOWN]:
         if p.ok:
             rest = ", ".join(
-                f"{escape(name)} {100 * q:.1f}%"
+                f"{shown(name)} {100 * q:.1f}%"
                 for name, q in zip(p.labels[1:], p.probabilities[1:], strict=True)
             )
-            cells = [escape(p.labels[0]), escape(p.superclass or "")]
+            cells = [shown(p.labels[0]), shown(p.superclass or "")]
             cells += [f"{100 * p.probabilities[0]:.1f}%", *([rest] if runners_up else []), ""]
         else:
-            cells = ["", "", "", *([""] if runners_up else []), escape(p.error)]
+            cells = ["", "", "", *([""] if runners_up else []), shown(p.error)]
         table.add_row(_shown_path(p.path), *cells)
     console.print(table)
     if len(r.items) > PREDICTION_ROWS_SHOWN:
@@ -130,8 +140,7 @@ def render_predictions(console: Console, r: Predictions) -> None:
 def render_export(console: Console, r: ExportResult) -> None:
     """Each written file with its parity against PyTorch, per batch size."""
     table = Table(
-        title=f"export of {escape(r.checkpoint)}, verified on {r.verify_images} "
-        "against PyTorch fp32"
+        title=f"export of {shown(r.checkpoint)}, verified on {r.verify_images} against PyTorch fp32"
     )
     table.add_column("format")
     table.add_column("file", overflow="fold")
@@ -144,7 +153,7 @@ def render_export(console: Console, r: ExportResult) -> None:
             first = i == 0
             table.add_row(
                 f.format if first else "",
-                escape(str(f.path)) if first else "",
+                shown(str(f.path)) if first else "",
                 f"{f.size_bytes / 2**20:.1f} MiB" if first else "",
                 str(p.batch_size),
                 f"{p.max_abs_diff:.2e}",
@@ -152,7 +161,9 @@ def render_export(console: Console, r: ExportResult) -> None:
             )
     console.print(table)
     for f in r.files:
-        console.print(f"wrote {f.path} ({f.format}, verified, {f.seconds:.1f} s)", markup=False)
+        console.print(
+            f"wrote {printable(f.path)} ({f.format}, verified, {f.seconds:.1f} s)", markup=False
+        )
 
 
 def render_benchmark(console: Console, r: Benchmark) -> None:
@@ -161,9 +172,9 @@ def render_benchmark(console: Console, r: Benchmark) -> None:
     devices = ", ".join(dict.fromkeys(row.device for row in r.rows))
     table = Table(
         title=(
-            f"{r.model} (freshly initialised)"
+            f"{shown(r.model)} (freshly initialised)"
             if r.source == f"model {r.model}"
-            else f"{escape(r.source)}: {r.model}"
+            else f"{shown(r.source)}: {shown(r.model)}"
         )
         + f", {r.parameters:,} parameters, "
         f"batch {batch}, {devices}"
@@ -183,4 +194,4 @@ def render_benchmark(console: Console, r: Benchmark) -> None:
         )
     console.print(table)
     for line in r.skipped:
-        console.print(f"[dim]skipped {escape(line)}[/]")
+        console.print(f"[dim]skipped {shown(line)}[/]")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +25,7 @@ from cifarnet.cli.options import (
     out_option,
     setting_option,
 )
+from cifarnet.io.untrusted import printable
 
 
 @app.command(
@@ -54,9 +57,11 @@ def _resolve_model(path: Path | None) -> Path:
 
     resolved, defaulted = resolve_model_path(path)
     if defaulted:
-        console(stderr=True).print(f"using {resolved} (the newest run's best.pt)", markup=False)
+        console(stderr=True).print(
+            f"using {printable(resolved)} (the newest run's best.pt)", markup=False
+        )
     elif path is not None and resolved != path:
-        console(stderr=True).print(f"using {resolved} (the run's best.pt)", markup=False)
+        console(stderr=True).print(f"using {printable(resolved)} (the run's best.pt)", markup=False)
     return resolved
 
 
@@ -116,7 +121,7 @@ def evaluate(
         if out is not None:
             from cifarnet.tasks.evaluation import output_paths
 
-            console().print("wrote " + ", ".join(map(str, output_paths(out))), markup=False)
+            console().print("wrote " + ", ".join(map(printable, output_paths(out))), markup=False)
 
 
 @app.command(
@@ -185,13 +190,32 @@ def predict(
             )
         render_predictions(console(), result)
         if out is not None:
-            console().print(f"wrote {out}", markup=False)
+            console().print(f"wrote {printable(out)}", markup=False)
         if result.failed:
             console(stderr=True).print(
                 f"[bold red]error:[/] {result.failed} of {len(result.items)} "
                 f"input{'s' if len(result.items) != 1 else ''} failed"
             )
             raise typer.Exit(1)
+
+
+def _written_note(targets: list[Path], since: float) -> Callable[[], str]:
+    """For Ctrl-C in the middle of an export of several files: which of `targets` this command
+    wrote (each is verified before it is renamed into place) and which it did not."""
+
+    def note() -> str:
+        def written(path: Path) -> bool:
+            with contextlib.suppress(OSError):
+                return path.stat().st_mtime >= since - 1
+            return False
+
+        done = [printable(p) for p in targets if written(p)]
+        missing = [printable(p) for p in targets if not written(p)]
+        parts = [f"written: {', '.join(done)}"] if done else []
+        parts += [f"not written: {', '.join(missing)}"] if missing else []
+        return "; ".join(parts)
+
+    return note
 
 
 @app.command(
@@ -219,13 +243,18 @@ def export(
     debug: DebugOpt = False,
 ) -> None:
     """Export to ONNX / TorchScript, then verify the file against PyTorch (fails on mismatch)."""
-    with handle_errors(debug):
+    targets: list[Path] = []  # known once the checkpoint is resolved
+    with handle_errors(debug, abort_note=_written_note(targets, time.time())):
         from cifarnet.cli.render import render_export
         from cifarnet.tasks.exporting import export as run_export
+        from cifarnet.tasks.exporting import output_paths
 
         formats = [f for f, on in (("onnx", onnx), ("torchscript", torchscript)) if on]
+        resolved = _resolve_model(checkpoint)
+        with contextlib.suppress(Exception):  # a bad --out is the export's own error to tell
+            targets.extend(output_paths(resolved, formats or ["onnx"], out).values())
         result = run_export(
-            _resolve_model(checkpoint),
+            resolved,
             formats or ["onnx"],
             out=out,
             opset=opset,
@@ -233,6 +262,13 @@ def export(
             data_dir=data_dir,
         )
         render_export(console(), result)
+
+
+def _row_status(line: str) -> None:
+    """A benchmark row starting, on stderr: a slow warm-up is not taken for a hang."""
+    from cifarnet.cli.render import shown
+
+    console(stderr=True).print(f"[dim]{shown(line)} ...[/]")
 
 
 @app.command(
@@ -254,7 +290,13 @@ def benchmark(
     ] = None,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
-    seconds: Annotated[float, typer.Option(help="Timed seconds per row (after warm-up).")] = 3.0,
+    seconds: Annotated[
+        float,
+        typer.Option(
+            help="Minimum timed seconds per row, after its warm-up; a warm-up can take "
+            "minutes on a slow CPU (compiling longer). Each row is announced as it starts."
+        ),
+    ] = 3.0,
     compile: Annotated[
         bool, typer.Option("--compile", help="Add torch.compile rows (slow to compile on CPU).")
     ] = False,
@@ -290,7 +332,8 @@ def benchmark(
             onnx=onnx,
             out=out,
             force=force,
+            status=_row_status,
         )
         render_benchmark(console(), result)
         if out is not None:
-            console().print(f"wrote {out}", markup=False)
+            console().print(f"wrote {printable(out)}", markup=False)

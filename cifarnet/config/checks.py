@@ -9,8 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 from cifarnet.errors import ConfigError
+from cifarnet.io.untrusted import has_control
 
 IMAGE_SIZE = 32  # CIFAR images are 32x32
+# --seed seeds torch's 64-bit generators as seed * 1_000_003 + epoch (the epoch's shuffling):
+# within +-2**32 that stays inside the range torch.manual_seed takes
+SEED_LIMIT = 2**32 - 1
+INT_LIMIT = 2**31 - 1  # counts and sizes: what torch's int32 arguments take
+# a learning rate, or its scale for biases: their product stays finite in float32 (3.4e38)
+LR_LIMIT = 1e18
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
 # one clear error rather than a TypeError deep inside torch or difflib.
@@ -77,11 +84,28 @@ def _within_image(value: int) -> bool:
 
 
 def _folder_name(value: str) -> bool:
-    return value not in ("", ".", "..") and "/" not in value and "\\" not in value
+    return (
+        value not in ("", ".", "..")
+        and "/" not in value
+        and "\\" not in value
+        and not has_control(value)
+    )
 
 
 def _is_dict(value: Any) -> bool:
     return isinstance(value, dict)
+
+
+def _seed(value: Any) -> bool:
+    return -SEED_LIMIT <= value <= SEED_LIMIT
+
+
+def _sane_integer(value: Any) -> bool:
+    return value is None or value <= INT_LIMIT
+
+
+def _sane_rate(value: Any) -> bool:
+    return value <= LR_LIMIT
 
 
 def _unset_or(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -123,11 +147,29 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
     (
         ("name",),
         _unset_or(_folder_name),
-        "{flag} must be a plain folder name (no path separators), got {value!r}; "
+        "{flag} must be a plain folder name (no path separators or control characters), "
+        "got {value!r}; "
         "use --runs-dir to choose where runs go",
     ),
     (("subset",), _unset_or(_positive_integer), "{flag} must be a positive integer, got {value!r}"),
     (("model_kwargs",), _is_dict, "model_kwargs must be a JSON object"),
+    (("seed",), _seed, "{flag} must be an integer in -{seed}..{seed}, got {value!r}"),
+    (
+        ("epochs", "batch_size", "eval_batch_size", "plateau_patience", "val_size"),
+        _sane_integer,
+        "{flag} must be at most {int_limit}, got {value!r}",
+    ),
+    (
+        ("crop_padding", "subset"),
+        _sane_integer,
+        "{flag} must be at most {int_limit}, got {value!r}",
+    ),
+    (
+        ("lr", "bias_lr_scale"),
+        _sane_rate,
+        "{flag} must be at most {lr_limit:g} (the lr of biases, lr x bias lr scale, must stay "
+        "finite in float32), got {value!r}",
+    ),
 )
 
 
@@ -137,5 +179,12 @@ def check_values(config: Any, flag_name: Callable[[str], str]) -> None:
             value = getattr(config, name)
             if not test(value):
                 raise ConfigError(
-                    message.format(flag=flag_name(name), value=value, side=IMAGE_SIZE)
+                    message.format(
+                        flag=flag_name(name),
+                        value=value,
+                        side=IMAGE_SIZE,
+                        seed=SEED_LIMIT,
+                        int_limit=INT_LIMIT,
+                        lr_limit=LR_LIMIT,
+                    )
                 )

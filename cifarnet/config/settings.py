@@ -13,6 +13,7 @@ import contextvars
 import dataclasses
 import functools
 import json
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,7 +265,9 @@ def resolve_config(
     if file_values:
         # a bad value in the file is named as the file's, not as a flag the user never typed
         try:
-            TrainConfig.from_dict({**RECIPES[recipe], **file_values, "recipe": recipe})
+            TrainConfig.from_dict(
+                {**RECIPES[recipe], **file_values, "recipe": recipe}, source=str(config_file)
+            )
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(
@@ -288,20 +291,49 @@ def _build_once(config: TrainConfig) -> None:
     create_model(config.model, get_spec(config.dataset).num_classes, **config.model_kwargs)
 
 
+CONFIG_FILE_MAX_BYTES = 1 << 20  # a config.json is a few KiB
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A JSON object of TrainConfig fields (a run's config.json works as is)."""
+    """A JSON object of TrainConfig fields (a run's config.json works as is). What is not a
+    regular file (a FIFO, /dev/zero, a folder), or is larger than CONFIG_FILE_MAX_BYTES, is
+    refused before any of it is read."""
     path = Path(path)
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(_read_bounded(path))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests its JSON too deeply") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold a JSON object of settings")
     return values
+
+
+def _read_bounded(path: Path) -> str:
+    """The text of `path`, a regular file of at most CONFIG_FILE_MAX_BYTES; its type and size
+    are checked before it is opened (a FIFO's open would wait for a writer)."""
+    mode = path.stat().st_mode
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"cannot read config file {path}: it is a folder; give a JSON file")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(
+            f"cannot read config file {path}: it is not a regular file (a device, FIFO or "
+            "socket); give a JSON file"
+        )
+    cap = CONFIG_FILE_MAX_BYTES
+    with open(path, "rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ConfigError(
+            f"cannot read config file {path}: it is larger than {cap // 1024} KiB, and a "
+            "settings file is a few KiB"
+        )
+    return data.decode("utf-8")
 
 
 def check_device(device: str) -> None:

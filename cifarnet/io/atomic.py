@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.errors import OutputError
+from cifarnet.io.stale import sweep_once, temporary_prefix
 
 
 def atomic_write(path: str | os.PathLike, write: Any, check: Any = None) -> None:
@@ -66,8 +67,11 @@ def atomic_write_all(files: dict[Path, bytes]) -> None:
 
 def _write_temporary(path: Path, write: Any) -> str:
     """A temporary file beside `path` holding what `write(fileobj)` wrote, flushed and fsynced,
-    with the permissions open() would give; its name. Removed again if writing fails."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with the permissions open() would give; its name. Removed again if writing fails. Named
+    `.{name}.{pid}.{random}.tmp`, so that the next write in the folder can tell a killed
+    write's leftovers (cifarnet.io.stale) from a live one's."""
+    sweep_once(path.parent)  # what a killed earlier write left here
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):  # POSIX (Windows has no fchmod before Python 3.13)

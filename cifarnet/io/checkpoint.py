@@ -50,6 +50,7 @@ import torch
 
 from cifarnet.errors import CheckpointError, one_line
 from cifarnet.io.atomic import atomic_write
+from cifarnet.io.metadata import check_model_config
 
 FORMAT = "cifarnet-checkpoint"
 FORMAT_VERSION = 1
@@ -293,6 +294,7 @@ def load_model(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> 
     from cifarnet.models import build_model
 
     saved = SavedRun(ckpt)
+    check_model_config(saved.model, str(path))
     try:
         model = build_model(saved.model)
     except CifarnetError as exc:

@@ -7,6 +7,7 @@ JSON files are written and config.json is read back here, and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -18,6 +19,7 @@ from typing import Any
 from cifarnet.errors import OutputError
 from cifarnet.io.atomic import atomic_write
 from cifarnet.io.checkpoint import versions
+from cifarnet.io.stale import sweep
 
 
 @dataclass
@@ -66,6 +68,40 @@ def new_run_folder(runs_dir: str | os.PathLike, name: str) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot create a run folder in {root}: {exc.strerror or exc}") from None
     raise OutputError(f"too many runs named {name!r} in {root}; pass --name")
+
+
+def check_runs_dir(runs_dir: str | os.PathLike) -> None:
+    """Refuse (OutputError) a --runs-dir that is a file, or that cannot be created or written
+    in, before the data is loaded: the run could never be saved."""
+    root = Path(runs_dir)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"--runs-dir {root} is a file, not a folder; give a folder")
+    existing = root.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"--runs-dir {root} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        action = "written in" if existing == root.absolute() else "created"
+        raise OutputError(f"--runs-dir {root} cannot be {action}: {existing} is not writable")
+
+
+def remove_unfinished_run(paths: RunPaths) -> bool:
+    """After a new run failed before saving any checkpoint: remove the files it wrote
+    (config.json, an empty metrics.csv, ...) and its folder, so that the newest-run default of
+    `evaluate` and the numbering of later runs are as if it had never started. A folder that
+    holds anything else is left; True when the folder is gone."""
+    if paths.last.exists() or paths.best.exists():
+        return False
+    for path in (paths.config, paths.metrics, paths.plot, paths.summary):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    sweep(paths.folder, now=float("inf"))  # this run's own temporaries, whatever their age
+    try:
+        paths.folder.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def write_config(paths: RunPaths, settings: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from cifarnet.errors import ConfigError, OutputError
 from cifarnet.io.atomic import atomic_write, atomic_write_all
+from cifarnet.io.untrusted import csv_cell
 
 
 def check_csv_name(out: str | os.PathLike, example: str) -> None:
@@ -68,11 +69,16 @@ def write_csv(
 def csv_bytes(
     rows: list[dict[str, Any]] | dict[str, list[Any]], columns: list[str] | None = None
 ) -> bytes:
-    """A CSV (pandas, no index) from rows or from columns, in UTF-8. A file name that is not
-    valid UTF-8 (Python holds its bytes as surrogates) is kept as its original bytes, so the
-    row still names the file."""
+    """A CSV (pandas, no index) from rows or from columns, in UTF-8. Every text cell and header
+    goes through `untrusted.csv_cell`: one a spreadsheet would run as a formula is neutralised,
+    and a file name that is not valid UTF-8 (Python holds its bytes as surrogates) is kept as its
+    original bytes, so the row still names the file."""
     import pandas as pd
 
+    if isinstance(rows, dict):
+        rows = {csv_cell(k): [csv_cell(v) for v in values] for k, values in rows.items()}
+    else:
+        rows = [{k: csv_cell(v) for k, v in row.items()} for row in rows]
     buffer = io.StringIO()
     pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
     return buffer.getvalue().encode("utf-8", errors="surrogateescape")

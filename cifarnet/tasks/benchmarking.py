@@ -12,7 +12,6 @@ each convolution fused with the ReLU or residual addition after it).
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Callable
@@ -82,6 +81,10 @@ class Benchmark:
         write_csv([asdict(r) for r in self.rows], out, COLUMNS)
 
 
+MAX_BATCH_SIZE = 2**31 - 1  # what torch sizes take; a batch too big for memory is an OOM line
+MAX_SECONDS = 3600
+
+
 def benchmark(
     checkpoint: str | os.PathLike | None = None,
     *,
@@ -94,19 +97,28 @@ def benchmark(
     onnx: bool = True,
     out: str | os.PathLike | None = None,
     force: bool = False,
+    status: Callable[[str], None] | None = None,
 ) -> Benchmark:
     """Images per second for training and inference, per runtime and precision.
 
     The network: `checkpoint`, else a fresh `model` (registry name), else the newest
     runs/*/best.pt, else a fresh resnet_reference (weights do not change the speed).
-    `seconds`: timed run per row, after its warm-up.
+    `seconds`: the least timed run per row, after its warm-up (a row takes longer: its
+    warm-up, compiling included, can take minutes on a slow CPU). `status(line)` is told of
+    each row as it starts.
     """
+    status = status or (lambda line: None)
     if checkpoint is not None and model is not None:
         raise ConfigError("give a checkpoint or --model, not both")
-    if not isinstance(batch_size, int) or batch_size <= 0:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"--seconds must be a positive number, got {seconds!r}")
+    if not isinstance(batch_size, int) or not 0 < batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(
+            f"--batch-size must be an integer in 1..{MAX_BATCH_SIZE}, got {batch_size!r}"
+        )
+    if not (isinstance(seconds, (int, float)) and 0 < seconds <= MAX_SECONDS):
+        raise ConfigError(
+            f"--seconds must be a positive number up to {MAX_SECONDS} (an hour per row), "
+            f"got {seconds!r}"
+        )
     if out is not None:
         check_csv_name(out, "bench.csv")
         check_new_files([out], force)
@@ -130,8 +142,10 @@ def benchmark(
                     f"out of memory on {dev} at batch size {batch_size} ({mode}, "
                     f"{rt.precision}); try a smaller --batch-size"
                 ):
+                    status(_row_name(mode, "compiled" if compiled else "eager", rt.precision))
                     rows.append(_time_torch(base, rt, mode, batch_size, seconds, compiled, info))
     if onnx:
+        status(_row_name("inference", "onnxruntime", "fp32"))
         row = _time_onnx(base, info, batch_size, seconds, skipped)
         if row is not None:
             rows.append(row)
@@ -139,6 +153,10 @@ def benchmark(
     if out is not None:
         result.save(out, force)
     return result
+
+
+def _row_name(mode: str, runtime: str, precision: str) -> str:
+    return f"{mode}, {runtime}, {precision}: warming up, then timing"
 
 
 def _network(

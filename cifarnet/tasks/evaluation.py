@@ -24,7 +24,13 @@ from cifarnet.data.loader import BatchLoader
 from cifarnet.data.splits import train_val_indices
 from cifarnet.errors import ConfigError, DataError
 from cifarnet.io.tables import check_csv_name, check_new_files, csv_bytes, write_all
-from cifarnet.tasks.inference import LoadedModel, ModelInfo, find_data_dir, load_inference_model
+from cifarnet.tasks.inference import (
+    LoadedModel,
+    ModelInfo,
+    check_finite,
+    find_data_dir,
+    load_inference_model,
+)
 from cifarnet.training.step import evaluate as run_evaluation
 
 SPLITS = ("test", "val", "train")
@@ -270,6 +276,7 @@ def _run(
     seconds = time.perf_counter() - t0
     logits = result.logits
     assert logits is not None  # keep_logits=True
+    check_finite(logits, loaded.path)
     labels = labels.cpu()
     predictions = logits.argmax(1)
     c = info.num_classes

@@ -53,6 +53,7 @@ from cifarnet.tasks.inference import (
     OUTPUT_NAME,
     ModelInfo,
     NormalizedModel,
+    check_finite,
     contract_input,
     find_data_dir,
     onnx_info,
@@ -142,7 +143,7 @@ def export(
     images, description = _verification_images(info, data_dir, verify_images)
     x = contract_input(torch.device("cpu"))(images)
     with _one_thread():
-        reference = _batched(model, x, 64)
+        reference = check_finite(_batched(model, x, 64), path)
     files = [
         _export_one(fmt, model, info, opset, targets[fmt], x, reference, description)
         for fmt in formats

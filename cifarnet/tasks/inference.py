@@ -22,6 +22,7 @@ from cifarnet.data.augment import Normalize
 from cifarnet.data.datasets import get_spec, locate
 from cifarnet.errors import CheckpointError, CifarnetError, ConfigError, one_line
 from cifarnet.io.checkpoint import SavedRun, find_latest_checkpoint, load_checkpoint, load_model
+from cifarnet.io.metadata import check_model_info
 from cifarnet.io.run_folder import run_data_source
 from cifarnet.runtime.device import Runtime, resolve_runtime
 from cifarnet.tasks.fusion import fuse_convolutions
@@ -33,6 +34,7 @@ INPUT_CONTRACT = (
 )
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 ONNX_INSTALL_HINT = "pip install 'cifarnet[onnx]'"
+MAX_METADATA_CHARS = 1 << 20  # cifarnet's own metadata is a few KiB
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,13 @@ class ModelInfo:
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], source: str = "checkpoint") -> ModelInfo:
         try:
-            return cls._from_checkpoint(ckpt)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: its data info is malformed ({exc!r})") from None
+            info = cls._from_checkpoint(ckpt)
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointError(
+                f"{source}: its data info is malformed ({one_line(exc)})"
+            ) from None
+        check_model_info(info, source)
+        return info
 
     @classmethod
     def _from_checkpoint(cls, ckpt: dict[str, Any]) -> ModelInfo:
@@ -81,12 +87,12 @@ class ModelInfo:
         data, train = saved.data, saved.train_config_or_empty
         return cls(
             dataset=data["dataset"],
-            classes=list(data["classes"]),
+            classes=_listed(data["classes"]),
             superclasses=data.get("superclasses"),
             fine_to_coarse=data.get("fine_to_coarse"),
             mean=[float(v) for v in data["mean"]],
             std=[float(v) for v in data["std"]],
-            model=dict(saved.model),
+            model=dict(saved.model) if isinstance(saved.model, dict) else saved.model,
             image_size=int(data.get("image_size", 32)),
             val_size=train.get("val_size"),
             seed=train.get("seed"),
@@ -97,10 +103,25 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> ModelInfo:
+        if len(text) > MAX_METADATA_CHARS:
+            raise CheckpointError(
+                f"{source}: its cifarnet metadata is {len(text):,} characters, far more than "
+                "cifarnet writes; refused"
+            )
         try:
-            return cls(**json.loads(text))
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{source}: its cifarnet metadata is malformed ({exc})") from None
+            info = cls(**json.loads(text))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise CheckpointError(
+                f"{source}: its cifarnet metadata is malformed ({one_line(exc)})"
+            ) from None
+        check_model_info(info, source)
+        return info
+
+
+def _listed(value: Any) -> Any:
+    """A tuple as a list; anything else (a string is no list of names) as it is, for the
+    checks to refuse."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 class NormalizedModel(nn.Module):
@@ -254,6 +275,18 @@ class LoadedModel:
         x = self.input(images.to(self.runtime.device))
         with self.runtime.autocast():
             return self.module(x).float().cpu()
+
+
+def check_finite(outputs: torch.Tensor, source: str | os.PathLike) -> torch.Tensor:
+    """`outputs` (logits or probabilities) when every value is finite; else CheckpointError
+    naming `source`: NaN or infinite outputs come from NaN or infinite weights, or a zero std,
+    and would be reported as "nan%" predictions or accuracies."""
+    if not bool(torch.isfinite(outputs).all()):
+        raise CheckpointError(
+            f"{source}: the model's outputs are NaN or infinite (its weights or normalisation "
+            "hold NaN, infinite or zero values); nothing was reported or written"
+        )
+    return outputs
 
 
 def resolve_model_path(path: str | os.PathLike | None) -> tuple[Path, bool]:

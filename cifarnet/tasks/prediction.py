@@ -22,8 +22,9 @@ import torch
 from cifarnet.errors import ConfigError
 from cifarnet.io.tables import check_csv_name, check_new_files, write_csv
 from cifarnet.tasks.images import RESIZE_POLICIES, ImageResult, expand_sources, load_images
-from cifarnet.tasks.inference import LoadedModel, load_inference_model
+from cifarnet.tasks.inference import LoadedModel, check_finite, load_inference_model
 
+MAX_WORKERS = 256  # decoding threads; beyond about 8 they mostly contend
 COLUMNS = ["path", "label", "superclass", "probability", "topk", "error"]
 
 
@@ -108,6 +109,8 @@ def predict(
             raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
     if not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"--workers must be 0 (automatic) or more, got {workers!r}")
+    if workers > MAX_WORKERS:
+        raise ConfigError(f"--workers must be at most {MAX_WORKERS} threads, got {workers!r}")
     if out is not None:
         check_csv_name(out, "predictions.csv")
         check_new_files([out], force)
@@ -179,7 +182,7 @@ def _flush(loaded: LoadedModel, pending: list[ImageResult], k: int) -> Iterator[
     if good:
         # (B, H, W, 3) uint8 -> (B, 3, H, W): the layout the model input expects
         batch = torch.from_numpy(np.stack([r.pixels for r in good])).permute(0, 3, 1, 2)
-        probabilities = loaded.logits(batch).softmax(1)
+        probabilities = check_finite(loaded.logits(batch), loaded.path).softmax(1)
         top_p, top_i = probabilities.topk(k, dim=1)
     info, row = loaded.info, 0
     for r in pending:

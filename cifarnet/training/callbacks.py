@@ -18,4 +18,7 @@ class TrainCallbacks:
 
     def on_status(self, message: str) -> None: ...
 
+    def on_test_progress(self, images_done: int, images: int) -> None:
+        """The final test pass has evaluated `images_done` of its `images`."""
+
     def on_end(self, summary: dict[str, Any]) -> None: ...

@@ -79,5 +79,8 @@ class OutputGuard(TrainCallbacks):
     def on_status(self, message: str) -> None:
         self._call("on_status", message)
 
+    def on_test_progress(self, images_done: int, images: int) -> None:
+        self._call("on_test_progress", images_done, images)
+
     def on_end(self, summary: dict[str, Any]) -> None:
         self._call("on_end", summary)

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,16 +27,25 @@ from cifarnet.data.loader import BatchLoader
 from cifarnet.errors import OutputError, TrainingInterrupted
 from cifarnet.io.checkpoint import SavedRun, load_checkpoint
 from cifarnet.io.metrics_log import MetricsLog
-from cifarnet.io.run_folder import RunPaths, new_run_folder, write_config, write_plot, write_summary
+from cifarnet.io.run_folder import (
+    RunPaths,
+    check_runs_dir,
+    new_run_folder,
+    write_config,
+    write_plot,
+    write_summary,
+)
 from cifarnet.models import count_parameters, create_model
 from cifarnet.models.resnet import zero_init_residual
-from cifarnet.runtime.device import out_of_memory_as, resolve_runtime, seed_everything
+from cifarnet.runtime.device import Runtime, out_of_memory_as, resolve_runtime, seed_everything
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.checkpoints import CheckpointWriter
 from cifarnet.training.divergence import check_weights, diverged
+from cifarnet.training.failures import last_not_saved, removed_if_unfinished
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
-from cifarnet.training.setup import prepare_data, prepare_model
+from cifarnet.training.resume_data import check_same_training_data
+from cifarnet.training.setup import TrainData, prepare_data, prepare_model
 from cifarnet.training.signals import SIGPIPE, OutputGuard, StopFlag
 from cifarnet.training.state import (
     EpochSums,
@@ -75,6 +85,38 @@ def train(
     if overrides:
         config = config.replace(**overrides)
     return Trainer(config, callbacks).run()
+
+
+def _counted(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`batches`, telling `progress(images done, total)` (when given) once each was used."""
+    done = 0
+    for x, y in batches:
+        yield x, y
+        done += len(y)
+        if progress is not None:
+            progress(done, total)
+
+
+def _load_data(
+    config: TrainConfig,
+    runtime: Runtime,
+    callbacks: TrainCallbacks,
+    checkpoint: dict[str, Any] | None,
+    resume_path: Path | None,
+) -> TrainData:
+    """The run's data. A new run's --runs-dir is checked first (a run that could not be saved
+    is refused before the data is loaded); a resumed run's data must be what last.pt was
+    trained on."""
+    if checkpoint is None:
+        check_runs_dir(config.runs_dir)
+    data = prepare_data(config, runtime, callbacks)
+    if checkpoint is not None:
+        check_same_training_data(checkpoint, data.info, data.source, resume_path)
+    return data
 
 
 class Trainer:
@@ -119,32 +161,35 @@ class Trainer:
         return trainer
 
     def run(self) -> dict[str, Any]:
-        """Train to the end (or the time budget, or a stop signal) and return the summary."""
-        self._start()
-        with self.stop:
-            try:
-                while not self._finished():
-                    self._run_epoch()
-                if self.config.time_minutes is not None:
-                    # last.pt was written before its own save was timed: again, with the
-                    # progress this stop was decided on, so that `--resume` sees the same
-                    self.checkpoints.save_last(self.progress, self.history)
-            except TrainingInterrupted:
-                raise  # stopped by a signal: its plot is drawn, and a second Ctrl-C is live
-            except Exception:
-                # the curves of the epochs done, however the run failed (divergence, a full
-                # disk, ...); best effort: the run's own error is the one to report.
-                # (Not on a second Ctrl-C: that asks to stop at once.)
-                with contextlib.suppress(Exception):
-                    write_plot(self.paths, self.history)
-                raise
-        return self._finish()
+        """Train to the end (or the time budget, or a stop signal) and return the summary. A
+        new run that fails before it saved a checkpoint leaves no folder behind."""
+        new = self._checkpoint is None
+        with removed_if_unfinished(lambda: getattr(self, "paths", None) if new else None):
+            self._start()
+            with self.stop:
+                try:
+                    while not self._finished():
+                        self._run_epoch()
+                    if self.config.time_minutes is not None:
+                        # last.pt was written before its own save was timed: again, with the
+                        # progress this stop was decided on, so that `--resume` sees the same
+                        self.checkpoints.save_last(self.progress, self.history)
+                except TrainingInterrupted:
+                    raise  # stopped by a signal: its plot is drawn, and a second Ctrl-C is live
+                except Exception:
+                    # the curves of the epochs done, however the run failed (divergence, a full
+                    # disk, ...); best effort: the run's own error is the one to report.
+                    # (Not on a second Ctrl-C: that asks to stop at once.)
+                    with contextlib.suppress(Exception):
+                        write_plot(self.paths, self.history)
+                    raise
+            return self._finish()
 
     def _start(self) -> None:
         """Data, model and optimizer set up, a resumed run's state restored, the run folder
         (a new one, or the resumed run's) holding config.json and the metrics so far."""
         c, rt = self.config, self.runtime
-        self.data = prepare_data(c, rt, self.callbacks)
+        self.data = _load_data(c, rt, self.callbacks, self._checkpoint, self._resume_path)
         self.optim = prepare_model(self.model, c, rt, self.data, fresh=self._checkpoint is None)
         self.schedule = LrSchedule(c, self.optim.optimizer, self.optim.plateau)
         self.progress, self.history = Progress(), []
@@ -263,7 +308,10 @@ class Trainer:
         # first could record a best epoch whose weights never reached best.pt.)
         if improved:
             self.checkpoints.save_best(self.progress)
-        self.checkpoints.save_last(self.progress, self.history)
+        try:
+            self.checkpoints.save_last(self.progress, self.history)
+        except OutputError as exc:
+            raise last_not_saved(exc, epoch, improved, lambda: self.metrics.append(row)) from None
         p.elapsed_seconds += time.perf_counter() - t_save
         p.epoch_end_seconds = time.perf_counter() - t0
         try:
@@ -276,12 +324,16 @@ class Trainer:
             ) from None
         self.callbacks.on_epoch_end(row)
 
-    def _evaluate(self, loader: BatchLoader) -> EvalResult:
+    def _evaluate(
+        self, loader: BatchLoader, progress: Callable[[int, int], None] | None = None
+    ) -> EvalResult:
+        """An evaluation pass over `loader`; `progress(done, total)` told after each batch."""
+        batches = _counted(loader.batches(), len(loader.labels), progress)
         with out_of_memory_as(
             f"out of memory on {self.runtime.device} while evaluating batches of "
             f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
         ):
-            return evaluate(self.optim.eval_forward, loader.batches(), self.runtime)
+            return evaluate(self.optim.eval_forward, batches, self.runtime)
 
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""
@@ -295,14 +347,15 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         """Evaluate the final model on the test set; write and return the summary."""
         write_plot(self.paths, self.history)  # before the test pass: a failure there keeps it
-        self.callbacks.on_status("evaluating on the test set")
+        test_images = len(self.data.test_loader.labels)
+        self.callbacks.on_status(f"evaluating on the test set ({test_images:,} images)")
         validated = self.data.val_loader is not None
         # the final model: best by validation top-1, or the last epoch without a validation split
         if validated and self.paths.best.exists():
             best = load_checkpoint(self.paths.best)
             self.optim.eval_model.load_state_dict(SavedRun(best).state_dict)
         t0 = time.perf_counter()
-        test = self._evaluate(self.data.test_loader)
+        test = self._evaluate(self.data.test_loader, self.callbacks.on_test_progress)
         test_seconds = time.perf_counter() - t0
         c, rt, p, parameters = (
             self.config,
