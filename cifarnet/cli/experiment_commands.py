@@ -129,3 +129,29 @@ def compare(
             if path is not None:
                 out_console.print(f"wrote {path}", markup=False)
 
+
+def train_over_seeds(
+    config: Any, resume: Path | None, seeds: str | None, repeat: int | None, quiet: bool
+) -> None:
+    """`train --seeds/--repeat`: each seed's run rendered as a plain `train`'s, then the
+    group's table. Bad seeds are refused before any training."""
+    from cifarnet.errors import ConfigError
+    from cifarnet.tasks.repeat import parse_seeds, train_seeds
+
+    if resume is not None:
+        raise ConfigError("--seeds/--repeat start new runs; they cannot be used with --resume")
+    seed_list = parse_seeds(seeds, repeat, first=config.seed)
+    from cifarnet.cli.progress import make_train_callbacks
+
+    out = console()
+
+    def callbacks_for(seed: int) -> Any:
+        out.print(f"seed {seed} ({seed_list.index(seed) + 1} of {len(seed_list)})", markup=False)
+        return make_train_callbacks(out, quiet)
+
+    group = train_seeds(config, seed_list, callbacks_for=callbacks_for)
+    from cifarnet.tasks.compare import compare as run_compare
+
+    out.print(comparison_table(run_compare([group["folder"]], sort="seed")))
+    folder = Path(group["folder"])
+    out.print(f"wrote {folder / 'group.json'} and {folder / 'group.csv'}", markup=False)
