@@ -1,6 +1,7 @@
 """The commands over several runs: `compare` (a table of run folders; runs that differ only by
-seed grouped) and `tune` (a hyper-parameter search). Each calls its library function and renders
-the result; nothing here imports torch, pandas or optuna at module level."""
+seed grouped), `tune` (a hyper-parameter search) and the loop of `train --seeds`. Each calls its
+library function and renders the result; nothing here imports torch, pandas or optuna at module
+level."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from cifarnet.cli.app import app, console, handle_errors
-from cifarnet.cli.options import DebugOpt, ForceOpt, out_option
+from cifarnet.cli.options import DebugOpt, ForceOpt, QuietOpt, out_option
+from cifarnet.cli.train_command import with_setting_options
 
 _FIGURE_FORMATS = {
     "best_val_top1": "{:.2f}",
@@ -155,3 +157,146 @@ def train_over_seeds(
     out.print(comparison_table(run_compare([group["folder"]], sort="seed")))
     folder = Path(group["folder"])
     out.print(f"wrote {folder / 'group.json'} and {folder / 'group.csv'}", markup=False)
+
+
+def trials_table(result: Any) -> Any:
+    """The rich table of a TuneResult's trials, best first."""
+    from rich.table import Table
+
+    table = Table(title=f"study {result.study}: {len(result.rows)} trials (best first)")
+    for name in ("trial", "state", "val top-1", *result.params, "epochs", "run"):
+        table.add_column(name, justify="left" if name in ("state", "run") else "right")
+    best = result.best["trial"] if result.best else None
+    for row in result.rows:
+        value = row["val_top1"]
+        cells = [str(row["trial"]), row["state"], "" if value is None else f"{value:.2f}"]
+        cells += [_param_cell(row[p]) for p in result.params]
+        cells += ["" if row["epochs"] is None else str(row["epochs"]), row["run"]]
+        style = (
+            "bold green"
+            if row["trial"] == best
+            else ("dim" if row["state"] != "complete" else None)
+        )
+        table.add_row(*cells, style=style)
+    return table
+
+
+def _param_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+@app.command(
+    epilog="Examples: cifarnet tune --recipe fast --time 2 --trials 8 --search "
+    "lr=0.05:0.8:log --search weight_decay=1e-4:2e-3:log · cifarnet tune --space space.yaml "
+    "--storage postgresql://host/db (start the same command on more machines to search "
+    "together)"
+)
+@with_setting_options
+def tune(
+    *,
+    search: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A setting's range or choices: lr=0.01:0.4:log, label_smoothing=0:0.2, "
+            "batch_size=256,512 (repeat the option for more settings).",
+            show_default=False,
+        ),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON or YAML file: setting -> {low, high, log, step}, a list of choices, or "
+            "'LOW:HIGH[:log]'. --search entries override it.",
+            show_default=False,
+        ),
+    ] = None,
+    trials: Annotated[
+        int, typer.Option(help="Finished trials (complete or pruned) the study should hold.")
+    ] = 20,
+    study: Annotated[
+        str, typer.Option(help="Study name; its trials go to runs/<study>/trial-NNNN/.")
+    ] = "tune",
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL shared by all workers (e.g. sqlite:///tune.db, "
+            "postgresql://...).",
+            show_default="sqlite:///runs/<study>/study.db",
+        ),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Stop trials whose validation curve falls below the median.")
+    ] = True,
+    best_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the best settings as a --config file.",
+            show_default="runs/<study>/best_config.json",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of base settings; flags override it.", show_default=False),
+    ] = None,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
+    **settings: Any,
+) -> None:
+    """Search hyper-parameters with Optuna: each trial a run folder trained under --time or
+    --epochs, poor trials pruned, the objective the validation top-1 (never the test set).
+    Ctrl-C keeps the finished trials; rerunning the command continues the study."""
+    with handle_errors(debug):
+        from cifarnet.config.settings import resolve_config
+        from cifarnet.tasks import tune as tuning
+
+        tuning.import_optuna()
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
+        base = resolve_config({k: v for k, v in given.items() if v is not None}, config)
+        file_space = tuning.read_space_file(space) if space is not None else None
+        params = tuning.build_space(base, file_space, search)
+        result = tuning.tune(
+            base,
+            params,
+            trials=trials,
+            study_name=study,
+            storage=storage,
+            prune=prune,
+            best_config=best_config,
+            callbacks_for=_trial_callbacks(quiet),
+        )
+        _render_tune(result)
+
+
+def _trial_callbacks(quiet: bool) -> Any:
+    from cifarnet.cli.progress import make_train_callbacks
+
+    out = console()
+
+    def callbacks_for(number: int, values: dict[str, Any]) -> Any:
+        shown = ", ".join(f"{k}={_param_cell(v)}" for k, v in values.items())
+        out.print(f"trial {number}: {shown}", markup=False)
+        return make_train_callbacks(out, quiet)
+
+    return callbacks_for
+
+
+def _render_tune(result: Any) -> None:
+    out = console()
+    out.print(trials_table(result))
+    if result.best_config is not None:
+        best = result.best
+        out.print(
+            f"best: trial {best['trial']}, validation top-1 {best['val_top1']:.2f}%; settings "
+            f"written to {result.best_config} (cifarnet train --config {result.best_config})",
+            markup=False,
+        )
+    if result.interrupted:
+        from rich.markup import escape
+
+        console(stderr=True).print(
+            f"[bold red]aborted[/] ({escape(str(result.ran))} trial(s) finished in this run are "
+            "kept; rerun the same command to continue the study)"
+        )
+        raise typer.Exit(130)
