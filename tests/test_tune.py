@@ -104,6 +104,7 @@ def test_tiny_study_pruned_interrupted_and_resumed(tiny_config) -> None:
     first = tune(base, space, trials=3, study_name="s", pruner=PruneTrialOne(),
                  callbacks_for=callbacks_for)  # fmt: skip
     assert first.interrupted and first.ran == 2 and trained == [0, 1, 2]
+    assert next(r for r in first.rows if r["trial"] == 0)["lr"] == base.lr  # the baseline
     states = {r["trial"]: r["state"] for r in first.rows}
     assert states == {0: "complete", 1: "pruned", 2: "fail"}
     folder = Path(base.runs_dir) / "s"

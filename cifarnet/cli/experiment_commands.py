@@ -169,7 +169,8 @@ def trials_table(result: Any) -> Any:
     best = result.best["trial"] if result.best else None
     for row in result.rows:
         value = row["val_top1"]
-        cells = [str(row["trial"]), row["state"], "" if value is None else f"{value:.2f}"]
+        state = row["state"] + (" (base settings)" if row.get("base") else "")
+        cells = [str(row["trial"]), state, "" if value is None else f"{value:.2f}"]
         cells += [_param_cell(row[p]) for p in result.params]
         cells += ["" if row["epochs"] is None else str(row["epochs"]), row["run"]]
         style = (

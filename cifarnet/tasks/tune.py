@@ -6,7 +6,8 @@ after every epoch so that poor trials are pruned (Optuna's median rule). The stu
 storage several processes or machines can share (by default the SQLite file
 runs/<study>/study.db, or any database URL Optuna accepts): more workers started on the same
 storage search together, and `--trials` counts the study's finished trials (complete or pruned),
-so a rerun after Ctrl-C continues the study without repeating them.
+so a rerun after Ctrl-C continues the study without repeating them. A new study's first trial
+holds the base settings' own values (when the space holds them), the baseline of the search.
 
 The search space: setting name -> a range ("0.01:0.4:log", {"low", "high", "log", "step"}) or
 choices ("128,256", a list, {"choices"}), from `--search` flags or a JSON/YAML file.
@@ -316,6 +317,7 @@ def trial_rows(study: Any, params: list[str]) -> list[dict[str, Any]]:
         row = {"trial": t.number, "state": t.state.name.lower(), "val_top1": t.value}
         row |= {p: t.params.get(p) for p in params}
         row |= {"epochs": last_epoch, "run": t.user_attrs.get("run", "")}
+        row["base"] = bool(t.user_attrs.get("base", False))
         rows.append(row)
     done = [r for r in rows if r["val_top1"] is not None and r["state"] == "complete"]
     rest = [r for r in rows if r not in done]
@@ -353,6 +355,7 @@ def tune(
     if not prune:
         pruner = optuna.pruners.NopPruner()
     study = open_study(study_name, storage, optuna, pruner)
+    _enqueue_base(study, space, base)
     _make_folder(folder)
     _write_study_file(folder, study_name, storage, space, base)
     objective = _objective(base, space, folder, optuna, callbacks_for)
@@ -368,6 +371,20 @@ def tune(
         result.interrupted = True
     result.ran = finished(study, optuna) - before
     return _finish(result, study, base, best_config)
+
+
+def _enqueue_base(study: Any, space: list[Param], base: Any) -> None:
+    """A new study's first trial: the base settings' own values, when the space holds them,
+    so the search is measured against them on the same budget."""
+    if study.get_trials(deepcopy=False):
+        return
+    values = {p.name: getattr(base, p.name) for p in space}
+    inside = all(
+        v in p.choices if p.kind == "choice" else p.low <= v <= p.high
+        for p, v in ((p, values[p.name]) for p in space)
+    )
+    if inside:
+        study.enqueue_trial(values, user_attrs={"base": True}, skip_if_exists=True)
 
 
 def _make_folder(folder: Path) -> None:
