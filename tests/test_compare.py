@@ -116,6 +116,13 @@ def test_bad_folders_refused_in_one_line(tmp_path: Path, make, message: str) -> 
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_public_api_exports_compare_and_train_seeds() -> None:
+    import cifarnet
+    from cifarnet.tasks.repeat import train_seeds
+
+    assert cifarnet.compare is compare and cifarnet.train_seeds is train_seeds
+
+
 def test_bad_sort_and_out_refused(runs: Path) -> None:
     result = CliRunner().invoke(app, ["compare", str(runs / "a0"), "--sort", "speed"])
     assert result.exit_code == 1 and "unknown sort column" in result.output

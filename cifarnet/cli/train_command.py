@@ -93,6 +93,8 @@ def train(
     callbacks: Any = None  # made inside the block below; once made, they know the run folder
 
     def abort_note() -> str:
+        if seeds is not None or repeat is not None:
+            return "each run's last saved checkpoint is intact; finished runs are kept"
         run_dir = callbacks.info.get("run_dir") if callbacks is not None else None
         if resume is not None or (run_dir and (Path(run_dir) / "last.pt").is_file()):
             return "the last saved checkpoint is intact"
