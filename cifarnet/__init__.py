@@ -24,6 +24,8 @@ _EXPORTS = {
     "predict": "cifarnet.tasks.prediction",
     "export": "cifarnet.tasks.exporting",
     "benchmark": "cifarnet.tasks.benchmarking",
+    "compare": "cifarnet.tasks.compare",
+    "train_seeds": "cifarnet.tasks.repeat",
 }
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "TrainConfig",
     "__version__",
     "benchmark",
+    "compare",
     "create_model",
     "evaluate",
     "export",
@@ -39,6 +42,7 @@ __all__ = [
     "predict",
     "resolve_config",
     "train",
+    "train_seeds",
 ]
 
 if TYPE_CHECKING:
@@ -47,9 +51,11 @@ if TYPE_CHECKING:
     from cifarnet.errors import CifarnetError
     from cifarnet.models import create_model, list_models
     from cifarnet.tasks.benchmarking import benchmark
+    from cifarnet.tasks.compare import compare
     from cifarnet.tasks.evaluation import evaluate
     from cifarnet.tasks.exporting import export
     from cifarnet.tasks.prediction import predict
+    from cifarnet.tasks.repeat import train_seeds
     from cifarnet.training.trainer import train
 
 

@@ -8,6 +8,9 @@ from cifarnet.cli import train_command  # noqa: F401
 
 # isort: split
 from cifarnet.cli import task_commands  # noqa: F401
+
+# isort: split
+from cifarnet.cli import experiment_commands  # noqa: F401
 from cifarnet.cli.app import app, main
 
 __all__ = ["app", "main"]

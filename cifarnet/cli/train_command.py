@@ -67,6 +67,18 @@ def train(
             show_default=False,
         ),
     ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="Train once per seed (e.g. 0,1,2), each a run folder inside runs/<name>/, "
+            "then write the group's mean ± std (group.json, group.csv).",
+            show_default=False,
+        ),
+    ] = None,
+    repeat: Annotated[
+        int | None,
+        typer.Option(help="As --seeds, with N seeds from --seed on.", show_default=False),
+    ] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     **settings: Any,
@@ -81,6 +93,8 @@ def train(
     callbacks: Any = None  # made inside the block below; once made, they know the run folder
 
     def abort_note() -> str:
+        if seeds is not None or repeat is not None:
+            return "each run's last saved checkpoint is intact; finished runs are kept"
         run_dir = callbacks.info.get("run_dir") if callbacks is not None else None
         if resume is not None or (run_dir and (Path(run_dir) / "last.pt").is_file()):
             return "the last saved checkpoint is intact"
@@ -97,6 +111,11 @@ def train(
             train_config, overrides = None, given
         else:
             train_config, overrides = resolve_config(given, config), None
+        if seeds is not None or repeat is not None:
+            from cifarnet.cli.experiment_commands import train_over_seeds
+
+            train_over_seeds(train_config, resume, seeds, repeat, quiet)
+            return
         from cifarnet.cli.progress import make_train_callbacks
         from cifarnet.training.trainer import train as run_training
 

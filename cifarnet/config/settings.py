@@ -166,6 +166,12 @@ class TrainConfig:
         None, help="Run folder name (never overwritten: name-2, ...).", shown="train"
     )
     download: bool = setting(True, help="Download the dataset when absent.")
+    tensorboard: bool = setting(
+        False,
+        help="Write TensorBoard event files into the run folder: the metrics.csv scalars, the "
+        "lr per step, the model graph (pip install 'cifarnet[tensorboard]').",
+        flag="--tensorboard",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)

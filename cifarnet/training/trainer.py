@@ -56,6 +56,7 @@ from cifarnet.training.state import (
     resumed_config,
 )
 from cifarnet.training.step import EvalResult, evaluate, train_step
+from cifarnet.training.tensorboard import with_tensorboard
 
 
 def train(
@@ -135,7 +136,7 @@ class Trainer:
             config = config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
         self.config = config
         self.stop = StopFlag()
-        self.callbacks = OutputGuard(callbacks, self.stop)
+        self.callbacks = OutputGuard(with_tensorboard(callbacks, config), self.stop)
         # fail on a bad model name or kwargs before loading data or creating folders; seeded
         # first, so that the initial weights depend on --seed alone
         self.num_classes = get_spec(config.dataset).num_classes
