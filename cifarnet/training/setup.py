@@ -18,6 +18,7 @@ from cifarnet.data.mixing import BatchMix
 from cifarnet.data.splits import train_val_indices
 from cifarnet.runtime.device import Runtime, seed_everything
 from cifarnet.training.callbacks import TrainCallbacks
+from cifarnet.training.compiling import compile_model, uses_compile
 from cifarnet.training.optim import build_optimizer, build_plateau
 
 
@@ -56,6 +57,8 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
         normalize,
         Augment(c.crop_padding, c.flip, c.cutout),
         shuffle=True,
+        # compiled: full batches only, one shape (compiling.py)
+        drop_last=uses_compile(c, runtime),
     )
     val_loader = (
         BatchLoader(
@@ -123,13 +126,13 @@ def prepare_model(
         if c.ema_decay > 0
         else None
     )
-    use_compile = c.compile if c.compile is not None else rt.device.type == "cuda"
-    forward_model = torch.compile(model) if use_compile else model
+    use_compile = uses_compile(c, rt)
+    forward_model = compile_model(model) if use_compile else model
     eval_model = ema.module if ema is not None else model
     if ema is None:
         eval_forward = forward_model
     else:
-        eval_forward = torch.compile(eval_model) if use_compile else eval_model
+        eval_forward = compile_model(eval_model) if use_compile else eval_model
     return Optimisation(
         optimizer, plateau, scaler, ema, use_compile, forward_model, eval_model, eval_forward
     )

@@ -53,6 +53,8 @@ class Progress:
     # back from the steps' share of the budget, so that the whole run ends inside the budget
     epoch_end_seconds: float = 0.0
     last_step_seconds: float = 0.0  # wall time of the last step: --time predicts the next's
+    # torch.compile's warm-up (training/compiling.py), apart from elapsed_seconds
+    compile_seconds: float = 0.0
 
     def step_budget_seconds(self, time_minutes: float) -> float:
         """The seconds of a --time budget left to the steps: the budget less what ending the

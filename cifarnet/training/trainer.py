@@ -32,6 +32,7 @@ from cifarnet.models.resnet import zero_init_residual
 from cifarnet.runtime.device import out_of_memory_as, resolve_runtime, seed_everything
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.checkpoints import CheckpointWriter
+from cifarnet.training.compiling import warm_up
 from cifarnet.training.divergence import check_weights, diverged
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
@@ -156,6 +157,7 @@ class Trainer:
             self.paths = RunPaths(self._folder)
         else:
             self.paths = RunPaths(new_run_folder(c.runs_dir, c.name or "train"))
+        self._compile()
         self.checkpoints = CheckpointWriter(
             self.paths, c, self.num_classes, self.data.info, self.model, self.optim
         )
@@ -165,6 +167,22 @@ class Trainer:
         write_config(self.paths, c.to_dict(), config_meta(rt, compiled, self.data, parameters))
         info = start_info(c, rt, self.paths, parameters, compiled, self.data, self.progress)
         self.callbacks.on_start(info)
+
+    def _compile(self) -> None:
+        """Compiled: compile every shape the run uses now, its seconds kept apart from the
+        training time (so that --time's step times and warm-up are not thrown off)."""
+        o = self.optim
+        if not o.compiled:
+            return
+        self.callbacks.on_status("compiling")
+        with out_of_memory_as(
+            f"out of memory on {self.runtime.device} at batch size {self.config.batch_size}; "
+            "try a smaller --batch-size"
+        ):
+            seconds = warm_up(
+                self.model, o.forward_model, o.eval_forward, self.runtime, self.config
+            )
+        self.progress.compile_seconds += seconds
 
     def _finished(self) -> bool:
         return self.progress.finished(self.config)
@@ -281,7 +299,9 @@ class Trainer:
             f"out of memory on {self.runtime.device} while evaluating batches of "
             f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
         ):
-            return evaluate(self.optim.eval_forward, loader.batches(), self.runtime)
+            # compiled: evaluation batches padded to one shape
+            pad_to = loader.batch_size if self.optim.compiled else None
+            return evaluate(self.optim.eval_forward, loader.batches(), self.runtime, pad_to=pad_to)
 
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""
