@@ -1,5 +1,6 @@
 """What the GPU path relies on, tested on the CPU: resuming a mid-epoch last.pt saved on another
-device type."""
+device type, the weight average without a per-step copy of its counter, cuDNN's
+autotuning."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from cifarnet.errors import TrainingInterrupted
 from cifarnet.io.checkpoint import load_checkpoint, save_checkpoint
+from cifarnet.runtime.device import Runtime, tune_backends
 from cifarnet.training.callbacks import TrainCallbacks
+from cifarnet.training.ema import Ema
 from cifarnet.training.trainer import train
 
 
@@ -54,3 +58,54 @@ def test_a_mid_epoch_last_pt_from_another_device_type_resumes(tiny_config, label
     assert summary["epochs"] == 2
     metrics = pd.read_csv(last.parent / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2] and metrics["train_images"].iloc[1] == 128
+
+
+def test_ema_matches_averaged_model_and_keeps_its_counter_on_the_cpu() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    ours = Ema(model, 0.9)
+    theirs = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True
+    )
+    for _ in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model(torch.randn(8, 4))  # moves the BatchNorm statistics
+        ours.update_parameters(model)
+        theirs.update_parameters(model)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k].double(), b[k].double()) for k in a)
+    assert ours.n_averaged.device.type == "cpu" and ours.n_averaged.item() == 4
+
+
+def test_ema_update_copies_no_counter_to_the_device(monkeypatch) -> None:
+    model = nn.Linear(2, 2)
+    ema = Ema(model, 0.5)
+    ema.update_parameters(model)
+    moved: list[torch.device] = []
+    real_to = torch.Tensor.to
+
+    def spy(self, *args, **kwargs):
+        if self is ema.n_averaged:
+            moved.append(args[0] if args else kwargs.get("device"))
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", spy)
+    ema.update_parameters(model)
+    assert moved == []
+
+
+def test_cudnn_autotuning_is_on_for_cuda_unless_deterministic() -> None:
+    saved = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        tune_backends(Runtime(torch.device("cpu"), "fp32", False))
+        assert torch.backends.cudnn.benchmark is False
+        tune_backends(Runtime(torch.device("cuda"), "bf16", True))
+        assert torch.backends.cudnn.benchmark is True
+        tune_backends(Runtime(torch.device("cuda"), "bf16", True), deterministic=True)
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = saved
