@@ -1,6 +1,6 @@
 """What the GPU path relies on, tested on the CPU: resuming a mid-epoch last.pt saved on another
-device type, the weight average without a per-step copy of its counter, cuDNN's
-autotuning."""
+device type, the weight average without a per-step copy of its counter, cuDNN's autotuning,
+the checkpoint save interval."""
 
 from __future__ import annotations
 
@@ -109,3 +109,46 @@ def test_cudnn_autotuning_is_on_for_cuda_unless_deterministic() -> None:
         assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = saved
+
+
+class CountSaves(TrainCallbacks):
+    """Records, at each epoch's end, which epoch last.pt and best.pt hold."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int | None, int | None]] = []
+
+    def on_start(self, info: dict) -> None:
+        self.run = Path(info["run_dir"])
+
+    def on_epoch_end(self, row: dict) -> None:
+        held = []
+        for name in ("last.pt", "best.pt"):
+            path = self.run / name
+            held.append(load_checkpoint(path)["progress"]["epoch"] if path.exists() else None)
+        self.seen.append((row["epoch"], *held))
+
+
+def test_save_every_writes_checkpoints_every_n_epochs_and_at_the_end(tiny_config) -> None:
+    counter = CountSaves()
+    summary = train(tiny_config.replace(epochs=5, save_every=2, val_size=0), callbacks=counter)
+    # without validation every epoch is the best: best.pt follows last.pt
+    assert counter.seen == [(1, None, None), (2, 2, 2), (3, 2, 2), (4, 4, 4), (5, 5, 5)]
+    assert summary["epochs"] == 5
+
+
+def test_save_every_still_saves_on_a_stop_signal(tiny_config) -> None:
+    config = tiny_config.replace(epochs=4, save_every=3, name="stop")
+    with pytest.raises(TrainingInterrupted):
+        train(config, callbacks=StopAt(2, 1))
+    run = Path(config.runs_dir) / "stop"
+    assert load_checkpoint(run / "last.pt")["progress"]["epoch"] == 1
+    assert load_checkpoint(run / "best.pt")["progress"]["epoch"] == 1
+    summary = train(resume=run / "last.pt")
+    assert summary["epochs"] == 4
+
+
+def test_save_every_must_be_a_positive_integer(tiny_config) -> None:
+    from cifarnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--save-every must be a positive integer"):
+        tiny_config.replace(save_every=0)

@@ -31,12 +31,22 @@ class CheckpointWriter:
     ) -> None:
         self.paths, self.config, self.num_classes = paths, config, num_classes
         self.data_info, self.model, self.optim = data_info, model, optim
+        self._pending_best: dict[str, Any] | None = None
 
-    def save_best(self, progress: Progress) -> None:
-        """best.pt: the weights validation measured (copies: training goes on changing them)."""
+    def save_best(self, progress: Progress, write: bool = True) -> None:
+        """best.pt: the weights validation measured (copies: training goes on changing them).
+        `write=False` keeps them in memory until the next save_last (--save-every)."""
         eval_model = self.optim.eval_model
         state = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
-        save_checkpoint(best_payload(**self._shared(state, progress)), self.paths.best)
+        self._pending_best = best_payload(**self._shared(state, progress))
+        if write:
+            self.write_pending_best()
+
+    def write_pending_best(self) -> None:
+        """Write the best weights kept in memory, if any, to best.pt."""
+        if self._pending_best is not None:
+            save_checkpoint(self._pending_best, self.paths.best)
+            self._pending_best = None
 
     def save_last(
         self,
@@ -46,7 +56,8 @@ class CheckpointWriter:
         order: torch.Tensor | None = None,
     ) -> None:
         """last.pt: the raw weights and every training state; `generator` and `order` (the
-        epoch's shuffling) when saved mid-epoch."""
+        epoch's shuffling) when saved mid-epoch. best.pt kept in memory is written first."""
+        self.write_pending_best()
         o = self.optim
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         payload = last_payload(

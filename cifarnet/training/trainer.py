@@ -279,9 +279,11 @@ class Trainer:
         # at any point, resuming redoes the epoch last.pt has not recorded (re-saving best.pt)
         # and rewrites metrics.csv from last.pt, so rows are never lost or doubled. (last.pt
         # first could record a best epoch whose weights never reached best.pt.)
+        save = self._save_due(epoch)
         if improved:
-            self.checkpoints.save_best(self.progress)
-        self.checkpoints.save_last(self.progress, self.history)
+            self.checkpoints.save_best(self.progress, write=save)
+        if save:
+            self.checkpoints.save_last(self.progress, self.history)
         p.elapsed_seconds += time.perf_counter() - t_save
         p.epoch_end_seconds = time.perf_counter() - t0
         try:
@@ -293,6 +295,11 @@ class Trainer:
                 "rewrites the file"
             ) from None
         self.callbacks.on_epoch_end(row)
+
+    def _save_due(self, epoch: int) -> bool:
+        """Whether this epoch's end writes the checkpoints: every --save-every epochs and at
+        the run's end."""
+        return epoch % self.config.save_every == 0 or self._finished()
 
     def _evaluate(self, loader: BatchLoader) -> EvalResult:
         with out_of_memory_as(
