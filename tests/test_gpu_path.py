@@ -1,6 +1,6 @@
 """What the GPU path relies on, tested on the CPU: resuming a mid-epoch last.pt saved on another
 device type, the weight average without a per-step copy of its counter, cuDNN's autotuning,
-the checkpoint save interval."""
+the checkpoint save interval and benchmark's batch size per device."""
 
 from __future__ import annotations
 
@@ -152,3 +152,10 @@ def test_save_every_must_be_a_positive_integer(tiny_config) -> None:
 
     with pytest.raises(ConfigError, match="--save-every must be a positive integer"):
         tiny_config.replace(save_every=0)
+
+
+def test_benchmark_batch_size_defaults_larger_on_a_gpu() -> None:
+    from cifarnet.tasks.benchmarking import default_batch_size
+
+    assert default_batch_size(torch.device("cpu")) == 256
+    assert default_batch_size(torch.device("cuda")) == 1024

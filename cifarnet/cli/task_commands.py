@@ -249,7 +249,10 @@ def benchmark(
         typer.Option(help="A registered model, freshly initialised.", show_default=False),
     ] = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per batch.", show_default="256; 1024 on a GPU"),
+    ] = None,
     seconds: Annotated[float, typer.Option(help="Timed seconds per row (after warm-up).")] = 3.0,
     compile: Annotated[
         bool, typer.Option("--compile", help="Add torch.compile rows (slow to compile on CPU).")
