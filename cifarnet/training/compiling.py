@@ -14,13 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from cifarnet.config.settings import TrainConfig
 from cifarnet.data.augment import training_resolution
-from cifarnet.runtime.device import Runtime
+from cifarnet.runtime.device import Runtime, out_of_memory_as
+from cifarnet.training.callbacks import TrainCallbacks
+
+if TYPE_CHECKING:
+    from cifarnet.training.setup import Optimisation
 
 
 def uses_compile(config: TrainConfig, runtime: Runtime) -> bool:
@@ -48,6 +53,23 @@ def pad_batch(images: torch.Tensor, size: int) -> torch.Tensor:
     layout = torch.channels_last if channels_last else torch.contiguous_format
     padding = images.new_zeros((size - n, *images.shape[1:]))
     return torch.cat([images, padding]).contiguous(memory_format=layout)
+
+
+def compile_shapes(
+    model: nn.Module,
+    optim: Optimisation,
+    runtime: Runtime,
+    config: TrainConfig,
+    callbacks: TrainCallbacks,
+) -> float:
+    """A compiled run's warm-up, told to `callbacks` and with out of memory in one line; returns
+    its seconds."""
+    callbacks.on_status("compiling")
+    with out_of_memory_as(
+        f"out of memory on {runtime.device} at batch size {config.batch_size}; "
+        "try a smaller --batch-size"
+    ):
+        return warm_up(model, optim.forward_model, optim.eval_forward, runtime, config)
 
 
 @contextmanager

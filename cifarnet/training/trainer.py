@@ -32,7 +32,7 @@ from cifarnet.models.resnet import zero_init_residual
 from cifarnet.runtime.device import out_of_memory_as, resolve_runtime, seed_everything
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.checkpoints import CheckpointWriter
-from cifarnet.training.compiling import warm_up
+from cifarnet.training.compiling import compile_shapes
 from cifarnet.training.divergence import check_weights, diverged
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
@@ -157,7 +157,10 @@ class Trainer:
             self.paths = RunPaths(self._folder)
         else:
             self.paths = RunPaths(new_run_folder(c.runs_dir, c.name or "train"))
-        self._compile()
+        if self.optim.compiled:  # every shape the run uses, compiled apart from its training
+            self.progress.compile_seconds += compile_shapes(
+                self.model, self.optim, rt, c, self.callbacks
+            )
         self.checkpoints = CheckpointWriter(
             self.paths, c, self.num_classes, self.data.info, self.model, self.optim
         )
@@ -167,22 +170,6 @@ class Trainer:
         write_config(self.paths, c.to_dict(), config_meta(rt, compiled, self.data, parameters))
         info = start_info(c, rt, self.paths, parameters, compiled, self.data, self.progress)
         self.callbacks.on_start(info)
-
-    def _compile(self) -> None:
-        """Compiled: compile every shape the run uses now, its seconds kept apart from the
-        training time (so that --time's step times and warm-up are not thrown off)."""
-        o = self.optim
-        if not o.compiled:
-            return
-        self.callbacks.on_status("compiling")
-        with out_of_memory_as(
-            f"out of memory on {self.runtime.device} at batch size {self.config.batch_size}; "
-            "try a smaller --batch-size"
-        ):
-            seconds = warm_up(
-                self.model, o.forward_model, o.eval_forward, self.runtime, self.config
-            )
-        self.progress.compile_seconds += seconds
 
     def _finished(self) -> bool:
         return self.progress.finished(self.config)
@@ -279,7 +266,7 @@ class Trainer:
         # at any point, resuming redoes the epoch last.pt has not recorded (re-saving best.pt)
         # and rewrites metrics.csv from last.pt, so rows are never lost or doubled. (last.pt
         # first could record a best epoch whose weights never reached best.pt.)
-        save = self._save_due(epoch)
+        save = epoch % self.config.save_every == 0 or self._finished()  # --save-every
         if improved:
             self.checkpoints.save_best(self.progress, write=save)
         if save:
@@ -295,11 +282,6 @@ class Trainer:
                 "rewrites the file"
             ) from None
         self.callbacks.on_epoch_end(row)
-
-    def _save_due(self, epoch: int) -> bool:
-        """Whether this epoch's end writes the checkpoints: every --save-every epochs and at
-        the run's end."""
-        return epoch % self.config.save_every == 0 or self._finished()
 
     def _evaluate(self, loader: BatchLoader) -> EvalResult:
         with out_of_memory_as(
