@@ -76,7 +76,8 @@ def test_a_real_cuda_out_of_memory_gets_the_one_line_advice() -> None:
     assert result.exit_code == 1, result.output
     assert "out of memory" in result.output and "Traceback" not in result.output
     assert "--batch-size" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "out of memory" in error[0], result.output
 
 
 def test_a_cuda_checkpoint_evaluates_predicts_and_exports_on_the_cpu(
