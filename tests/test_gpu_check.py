@@ -1,4 +1,4 @@
-"""The GPU check's helpers: the dataset split and join, the check script's syntax and options,
+"""The GPU check's scripts: the dataset split and join, the check script's syntax and options,
 and the summary of a partial output folder."""
 
 from __future__ import annotations
