@@ -171,6 +171,8 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("train images/s", f"{summary['train_images_per_second']:.0f}"),
         ("peak memory", _mib(summary["peak_memory_mb"])),
     ]
+    if summary.get("compile_seconds"):
+        rows.insert(7, ("compile time", _fmt_duration(summary["compile_seconds"])))
     for key, value in rows:
         table.add_row(key, value)
     return table

@@ -45,9 +45,7 @@ def models() -> None:
     table.add_column("description")
     for name in list_models():
         params, macs = model_size(name, 100)
-        table.add_row(
-            name, f"{params:,}", f"{macs / 1e6:,.0f} M", model_description(name)
-        )
+        table.add_row(name, f"{params:,}", f"{macs / 1e6:,.0f} M", model_description(name))
     console().print(table)
 
 
@@ -289,7 +287,10 @@ def benchmark(
         typer.Option(help="A registered model, freshly initialised.", show_default=False),
     ] = None,
     device: DeviceOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 256,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Images per batch.", show_default="256; 1024 on a GPU"),
+    ] = None,
     seconds: Annotated[
         float,
         typer.Option(

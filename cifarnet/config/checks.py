@@ -117,7 +117,7 @@ def _unset_or(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
 # several bad values is always refused for the same one.
 _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = (
     (
-        ("epochs", "batch_size", "eval_batch_size", "plateau_patience"),
+        ("epochs", "batch_size", "eval_batch_size", "plateau_patience", "save_every"),
         _positive_integer,
         "{flag} must be a positive integer, got {value!r}",
     ),

@@ -172,6 +172,11 @@ class TrainConfig:
         "lr per step, the model graph (pip install 'cifarnet[tensorboard]').",
         flag="--tensorboard",
     )
+    save_every: int = setting(
+        1,
+        help="Write last.pt (and a new best.pt) every N epochs and at the end; a stop signal "
+        "still saves. Above 1 saves time on a fast GPU; a crash redoes up to N epochs.",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)

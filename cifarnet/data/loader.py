@@ -24,13 +24,19 @@ class BatchLoader:
         normalize: Normalize,
         augment: Augment | None = None,
         shuffle: bool = False,
+        drop_last: bool = False,
     ) -> None:
         self.images, self.labels = images, labels
+        # drop_last: leave out an epoch's partial last batch (when there is a full one)
+        self.drop_last = drop_last
         self.batch_size = batch_size
         self.normalize, self.augment, self.shuffle = normalize, augment, shuffle
 
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        n = len(self.labels)
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return (n + self.batch_size - 1) // self.batch_size
 
     def epoch_order(self, generator: torch.Generator | None) -> torch.Tensor:
         n = len(self.labels)

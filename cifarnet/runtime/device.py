@@ -117,6 +117,14 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     return Runtime(dev, prec, channels_last)
 
 
+def tune_backends(runtime: Runtime, deterministic: bool = False) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once per shape and keep the fastest
+    (cudnn.benchmark; training uses few shapes), unless --deterministic asks for repeatable
+    kernels."""
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+
+
 def is_out_of_memory(exc: RuntimeError) -> bool:
     """CUDA raises torch.OutOfMemoryError; the CPU and MPS allocators a plain RuntimeError."""
     text = str(exc)

@@ -117,6 +117,7 @@ def run_summary(
         "best_epoch": p.best_epoch,
         "best_val_top1": p.best_val_top1 if validated else None,
         "train_seconds": p.elapsed_seconds,
+        "compile_seconds": p.compile_seconds,
         "train_images_per_second": train_images / max(train_time, 1e-9),
         "test_images_per_second": test.count / max(test_seconds, 1e-9),
         "peak_memory_mb": peak_memory_mb(runtime.device),

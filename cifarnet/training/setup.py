@@ -16,8 +16,10 @@ from cifarnet.data.datasets import load_dataset
 from cifarnet.data.loader import BatchLoader
 from cifarnet.data.mixing import BatchMix
 from cifarnet.data.splits import train_val_indices
-from cifarnet.runtime.device import Runtime, seed_everything
+from cifarnet.runtime.device import Runtime, seed_everything, tune_backends
 from cifarnet.training.callbacks import TrainCallbacks
+from cifarnet.training.compiling import compile_model, uses_compile
+from cifarnet.training.ema import Ema
 from cifarnet.training.optim import build_optimizer, build_plateau
 
 
@@ -56,6 +58,8 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
         normalize,
         Augment(c.crop_padding, c.flip, c.cutout),
         shuffle=True,
+        # compiled: full batches only, one shape (compiling.py)
+        drop_last=uses_compile(c, runtime),
     )
     val_loader = (
         BatchLoader(
@@ -90,7 +94,7 @@ class Optimisation:
     optimizer: torch.optim.Optimizer
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # --schedule plateau only
     scaler: torch.amp.GradScaler | None  # fp16 only
-    ema: torch.optim.swa_utils.AveragedModel | None  # --ema only
+    ema: Ema | None  # --ema only
     compiled: bool
     forward_model: nn.Module  # the training forward pass (torch.compile'd when compiled)
     eval_model: nn.Module  # the weights validated and saved in best.pt: the EMA's, or the model
@@ -111,25 +115,18 @@ def prepare_model(
         sample = images[: min(5000, len(images))]  # uint8 (n, 3, 32, 32)
         model.init_whitening(data.normalize(sample))
     model.to(rt.device, memory_format=rt.memory_format())
+    tune_backends(rt, c.deterministic)
     optimizer = build_optimizer(model, c)
     plateau = build_plateau(optimizer, c)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(c.ema_decay),
-            use_buffers=True,
-        )
-        if c.ema_decay > 0
-        else None
-    )
-    use_compile = c.compile if c.compile is not None else rt.device.type == "cuda"
-    forward_model = torch.compile(model) if use_compile else model
+    ema = Ema(model, c.ema_decay) if c.ema_decay > 0 else None
+    use_compile = uses_compile(c, rt)
+    forward_model = compile_model(model) if use_compile else model
     eval_model = ema.module if ema is not None else model
     if ema is None:
         eval_forward = forward_model
     else:
-        eval_forward = torch.compile(eval_model) if use_compile else eval_model
+        eval_forward = compile_model(eval_model) if use_compile else eval_model
     return Optimisation(
         optimizer, plateau, scaler, ema, use_compile, forward_model, eval_model, eval_forward
     )

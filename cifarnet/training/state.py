@@ -53,6 +53,8 @@ class Progress:
     # back from the steps' share of the budget, so that the whole run ends inside the budget
     epoch_end_seconds: float = 0.0
     last_step_seconds: float = 0.0  # wall time of the last step: --time predicts the next's
+    # torch.compile's warm-up (training/compiling.py), apart from elapsed_seconds
+    compile_seconds: float = 0.0
 
     def step_budget_seconds(self, time_minutes: float) -> float:
         """The seconds of a --time budget left to the steps: the budget less what ending the
@@ -227,9 +229,24 @@ def epoch_order(
     generator = torch.Generator(device=device)
     generator.manual_seed(seed * 1_000_003 + epoch)
     if start and saved is not None:
-        generator.set_state(saved["generator"])
+        if not _restore_generator(generator, saved):
+            # saved on another device type (a CPU generator's state does not fit a CUDA
+            # one): the epoch goes on in the saved order, its augmentation drawn afresh from
+            # the seed, the epoch and the step
+            generator.manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + start)
         return generator, saved["order"].to(device)
     return generator, loader.epoch_order(generator)
+
+
+def _restore_generator(generator: torch.Generator, saved: dict[str, Any]) -> bool:
+    """Set `generator` to the saved state; False when it was saved on another device type."""
+    if saved.get("device", generator.device.type) != generator.device.type:
+        return False
+    try:
+        generator.set_state(saved["generator"])
+    except RuntimeError:  # an older last.pt, without "device", from another device type
+        return False
+    return True
 
 
 def rng_state(generator: torch.Generator | None, order: torch.Tensor | None) -> dict[str, Any]:
@@ -238,7 +255,11 @@ def rng_state(generator: torch.Generator | None, order: torch.Tensor | None) -> 
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "data": {"generator": generator.get_state(), "order": order.cpu()}
+        "data": {
+            "generator": generator.get_state(),
+            "order": order.cpu(),
+            "device": generator.device.type,
+        }
         if generator is not None and order is not None
         else None,
     }

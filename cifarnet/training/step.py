@@ -12,6 +12,7 @@ from torch import nn
 
 from cifarnet.metrics import topk_hits
 from cifarnet.runtime.device import Runtime
+from cifarnet.training.compiling import pad_batch
 
 
 @dataclass
@@ -66,9 +67,12 @@ def evaluate(
     runtime: Runtime,
     keep_logits: bool = False,
     tta_flip: bool = False,
+    pad_to: int | None = None,
 ) -> EvalResult:
     """Loss (mean cross-entropy, no smoothing), top-1 and top-5 over all batches.
-    With tta_flip the logits are the mean of the image's and its mirror's."""
+    With tta_flip the logits are the mean of the image's and its mirror's. `pad_to`: a shorter
+    batch is padded to that size (for a compiled model: one shape) and the padding's outputs
+    dropped."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=runtime.device)
@@ -78,15 +82,18 @@ def evaluate(
     kept = []
     try:
         for images, labels in batches:
+            n = len(labels)
+            if pad_to is not None:
+                images = pad_batch(images, pad_to)
             with runtime.autocast():
-                logits = model(images).float()
+                logits = model(images)[:n].float()
                 if tta_flip:
-                    logits = 0.5 * (logits + model(images.flip(3)).float())
+                    logits = 0.5 * (logits + model(images.flip(3))[:n].float())
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             # the same tie-breaking as evaluate's per-class accuracy and confusion matrix
             hits1 += topk_hits(logits, labels, 1).sum()
             hits5 += topk_hits(logits, labels, 5).sum()
-            count += len(labels)
+            count += n
             if keep_logits:
                 kept.append(logits.cpu())
     finally:

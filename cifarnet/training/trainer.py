@@ -40,8 +40,9 @@ from cifarnet.models.resnet import zero_init_residual
 from cifarnet.runtime.device import Runtime, out_of_memory_as, resolve_runtime, seed_everything
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.checkpoints import CheckpointWriter
+from cifarnet.training.compiling import compile_shapes
 from cifarnet.training.divergence import check_weights, diverged
-from cifarnet.training.failures import last_not_saved, removed_if_unfinished
+from cifarnet.training.failures import removed_if_unfinished
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
 from cifarnet.training.resume_data import check_same_training_data
@@ -202,6 +203,10 @@ class Trainer:
             self.paths = RunPaths(self._folder)
         else:
             self.paths = RunPaths(new_run_folder(c.runs_dir, c.name or "train"))
+        if self.optim.compiled:  # every shape the run uses, compiled apart from its training
+            self.progress.compile_seconds += compile_shapes(
+                self.model, self.optim, rt, c, self.callbacks
+            )
         self.checkpoints = CheckpointWriter(
             self.paths, c, self.num_classes, self.data.info, self.model, self.optim
         )
@@ -303,16 +308,10 @@ class Trainer:
         row["elapsed_seconds"] = p.elapsed_seconds
         self.history.append(row)
         t_save = time.perf_counter()
-        # best.pt first, then last.pt (it carries the history), then the CSV row. After a crash
-        # at any point, resuming redoes the epoch last.pt has not recorded (re-saving best.pt)
-        # and rewrites metrics.csv from last.pt, so rows are never lost or doubled. (last.pt
-        # first could record a best epoch whose weights never reached best.pt.)
-        if improved:
-            self.checkpoints.save_best(self.progress)
-        try:
-            self.checkpoints.save_last(self.progress, self.history)
-        except OutputError as exc:
-            raise last_not_saved(exc, epoch, improved, lambda: self.metrics.append(row)) from None
+        save = epoch % self.config.save_every == 0 or self._finished()  # --save-every
+        self.checkpoints.save_epoch(
+            epoch, self.progress, self.history, improved, save, lambda: self.metrics.append(row)
+        )
         p.elapsed_seconds += time.perf_counter() - t_save
         p.epoch_end_seconds = time.perf_counter() - t0
         try:
@@ -334,7 +333,9 @@ class Trainer:
             f"out of memory on {self.runtime.device} while evaluating batches of "
             f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
         ):
-            return evaluate(self.optim.eval_forward, batches, self.runtime)
+            # compiled: evaluation batches padded to one shape
+            pad_to = loader.batch_size if self.optim.compiled else None
+            return evaluate(self.optim.eval_forward, batches, self.runtime, pad_to=pad_to)
 
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""

@@ -1,0 +1,77 @@
+"""The GPU check's scripts: the dataset split and join, the check script's syntax and options,
+and the summary of a partial output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+@needs_bash
+def test_split_dataset_parts_join_to_the_archive(tmp_path) -> None:
+    archive = tmp_path / "a.tgz"
+    archive.write_bytes(bytes(range(256)) * 9000)  # 2.2 MiB
+    out = tmp_path / "parts"
+    script = BENCHMARKS / "split_dataset.sh"
+    subprocess.run(["bash", str(script), str(archive), str(out), "1"], check=True)
+    parts = sorted(out.glob("part.*"))
+    assert [p.name for p in parts] == ["part.1", "part.2", "part.3"]
+    joined = b"".join(p.read_bytes() for p in parts)
+    assert joined == archive.read_bytes()
+    digest = hashlib.sha256(joined).hexdigest()
+    assert (out / "parts.sha256").read_text().strip() == digest
+
+
+@needs_bash
+def test_gpu_check_script_parses_and_refuses_missing_data(tmp_path) -> None:
+    script = BENCHMARKS / "gpu_check.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    proc = subprocess.run(
+        [
+            *("bash", str(script), "--dry-run", "--data", str(tmp_path / "none")),
+            *("--work", str(tmp_path / "w"), str(tmp_path / "o")),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and "no cifar-100-python/" in proc.stdout
+    proc = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
+
+
+def test_summary_of_a_check_stopped_during_the_70_epoch_run(tmp_path) -> None:
+    (tmp_path / "steps.tsv").write_text(
+        "step\trc\tseconds\nrefloop\t0\t20.0\ndefault70\t124\t200\n"
+    )
+    (tmp_path / "refloop.json").write_text(json.dumps({"train_img_per_s": 1000.0}))
+    header = "epoch,val_top1,epoch_seconds,images_per_second\n"
+    runs = [
+        "### reference/metrics.csv",
+        header + "1,10,60,700\n2,20,3,12000",
+        "### default70/config.json",
+        json.dumps({"epochs": 70}),
+        "### default70/metrics.csv",
+        header + "1,14,60,700\n2,24,2,8000\n3,30,2,8000",
+    ]
+    (tmp_path / "runs.txt").write_text("\n".join(runs) + "\n")
+    (tmp_path / "pytest.txt").write_text("FAILED tests/x.py::t - boom\n1 failed, 9 passed\n")
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_summary.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    text = proc.stdout
+    assert "speed-up 12.00x (meets the 10x target)" in text
+    assert "stopped after 3 epochs" in text and "about 140 s of training" in text
+    assert "- FAILED tests/x.py::t - boom" in text and "- 1 failed, 9 passed" in text
