@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
-from tiny_run import trained_run
+from tiny_run import (
+    load_best,
+    one_image_folder,
+    one_line_failure,
+    save_checkpoint_dict,
+    trained_run,
+)
 from typer.testing import CliRunner
 
 from cifarnet.cli import app
@@ -20,38 +25,15 @@ from cifarnet.tasks.inference import ModelInfo
 runner = CliRunner()
 
 
-def _one_line_failure(result, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cifar100_dir) -> Path:
     return trained_run(tmp_path_factory, cifar100_dir)
 
 
-def _ckpt(run: Path) -> dict:
-    return torch.load(run / "best.pt", weights_only=True)
-
-
-def _save(ckpt: dict, path: Path) -> Path:
-    torch.save(ckpt, path)
-    return path
-
-
-def _image(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (32, 32), (100, 20, 200)).save(folder / "a.png")
-    return folder
-
-
 def _crafted(run: Path, tmp_path: Path, change) -> Path:
-    ckpt = _ckpt(run)
+    ckpt = load_best(run)
     change(ckpt)
-    return _save(ckpt, tmp_path / "crafted.pt")
+    return save_checkpoint_dict(ckpt, tmp_path / "crafted.pt")
 
 
 CRAFTED = [
@@ -82,22 +64,29 @@ def test_crafted_checkpoint_metadata_is_one_line_naming_the_file(
     run: Path, tmp_path: Path, change, message: str
 ) -> None:
     path = _crafted(run, tmp_path, change)
-    args = ["predict", str(_image(tmp_path / "photos")), "--model", str(path), "--device", "cpu"]
-    line = _one_line_failure(runner.invoke(app, args))
+    args = [
+        "predict",
+        str(one_image_folder(tmp_path / "photos")),
+        "--model",
+        str(path),
+        "--device",
+        "cpu",
+    ]
+    line = one_line_failure(runner.invoke(app, args))
     assert f"{path}: " in line and message in line
 
 
 def test_a_huge_class_count_is_refused_before_building_the_model(run: Path, tmp_path: Path):
     from cifarnet.io.checkpoint import load_model
 
-    ckpt = _ckpt(run)
+    ckpt = load_best(run)
     ckpt["model"]["num_classes"] = 10**9
     with pytest.raises(CheckpointError, match="1000000000 classes"):
         load_model(ckpt, "x.pt")  # a 10^9-way head would allocate gigabytes first
 
 
 def _onnx_json(run: Path, **changes) -> str:
-    info = json.loads(ModelInfo.from_checkpoint(_ckpt(run)).to_json())
+    info = json.loads(ModelInfo.from_checkpoint(load_best(run)).to_json())
     return json.dumps({**info, **changes})
 
 
@@ -137,12 +126,12 @@ def test_nan_weights_fail_in_one_line_instead_of_printing_nan(
     path = _crafted(run, tmp_path, _nan_weights)
     data = ["--data-dir", str(cifar100_dir)]
     args = {
-        "predict": ["predict", str(_image(tmp_path / "photos")), "--model", str(path)],
+        "predict": ["predict", str(one_image_folder(tmp_path / "photos")), "--model", str(path)],
         "evaluate": ["evaluate", str(path), *data, "--out", str(tmp_path / "e.csv")],
         "export": ["export", str(path), "--torchscript", *data],
     }[command]
     result = runner.invoke(app, [*args, "--device", "cpu"] if command != "export" else args)
-    line = _one_line_failure(result)
+    line = one_line_failure(result)
     assert f"{path}: the model's outputs are NaN or infinite" in line
     assert "nan%" not in result.output.lower()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["crafted.pt", "photos"]  # no output

@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
-from PIL import Image
-from tiny_run import trained_run
+from tiny_run import (
+    load_best,
+    one_image_folder,
+    one_line_failure,
+    save_checkpoint_dict,
+    trained_run,
+)
 from typer.testing import CliRunner
 
 from cifarnet.cli import app
@@ -20,35 +24,12 @@ from cifarnet.io.untrusted import csv_cell, has_control, printable
 runner = CliRunner()
 
 
-def _one_line_failure(result, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 EVIL = "\x1b]0;pwned\x07\x1b[2J\x1b[31mred\rover\nline\x1b]8;;http://x\x1b\\link"
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cifar100_dir) -> Path:
     return trained_run(tmp_path_factory, cifar100_dir)
-
-
-def _ckpt(run: Path) -> dict:
-    return torch.load(run / "best.pt", weights_only=True)
-
-
-def _save(ckpt: dict, path: Path) -> Path:
-    torch.save(ckpt, path)
-    return path
-
-
-def _image(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (32, 32), (100, 20, 200)).save(folder / "a.png")
-    return folder
 
 
 def test_printable_removes_escape_sequences_and_control_characters() -> None:
@@ -71,14 +52,14 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(cell: str) -> No
 def test_class_names_from_a_checkpoint_reach_neither_the_terminal_nor_a_spreadsheet(
     run: Path, tmp_path: Path
 ) -> None:
-    ckpt = _ckpt(run)
+    ckpt = load_best(run)
     classes = list(ckpt["data"]["classes"])
     classes = [f'=HYPERLINK("http://x","{c}")' + EVIL for c in classes]
     ckpt["data"]["classes"] = classes
     ckpt["data"]["superclasses"] = ["@" + s for s in ckpt["data"]["superclasses"]]
-    model = _save(ckpt, tmp_path / "evil.pt")
+    model = save_checkpoint_dict(ckpt, tmp_path / "evil.pt")
     out = tmp_path / "p.csv"
-    args = ["predict", str(_image(tmp_path / "photos")), "--model", str(model)]
+    args = ["predict", str(one_image_folder(tmp_path / "photos")), "--model", str(model)]
     result = runner.invoke(app, [*args, "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\r" not in result.output and "\x07" not in result.output
@@ -89,7 +70,7 @@ def test_class_names_from_a_checkpoint_reach_neither_the_terminal_nor_a_spreadsh
 
 def test_a_run_name_with_control_characters_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--name", "x\x1b[31m", "--runs-dir", str(tmp_path)])
-    line = _one_line_failure(result)
+    line = one_line_failure(result)
     assert "--name must be a plain folder name (no path separators or control" in line
     assert "\x1b" not in result.output
     assert list(tmp_path.iterdir()) == []

@@ -43,3 +43,36 @@ def copy_run(run: Path, runs_dir: Path, name: str) -> Path:
     target = runs_dir / name
     shutil.copytree(run, target)
     return target
+
+
+def one_line_failure(result, code: int = 1) -> str:
+    """The single `error:` line of a CliRunner result that failed with `code`, no traceback."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def load_best(run: Path) -> dict:
+    """The run's best.pt as the plain dict it is on disk."""
+    import torch
+
+    return torch.load(run / "best.pt", weights_only=True)
+
+
+def save_checkpoint_dict(ckpt: dict, path: Path) -> Path:
+    """`ckpt` written to `path` as is (crafted checkpoints skip the atomic writer on purpose)."""
+    import torch
+
+    torch.save(ckpt, path)
+    return path
+
+
+def one_image_folder(folder: Path) -> Path:
+    """`folder` holding one 32x32 PNG, for predict."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), (100, 20, 200)).save(folder / "a.png")
+    return folder
