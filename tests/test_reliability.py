@@ -85,9 +85,10 @@ class KeepLast(TrainCallbacks):
 @pytest.fixture(scope="module")
 def exact_setup(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path):
     """A 3-epoch run with everything that carries state across a resume: warm-up + cosine lr
-    by global step, momentum, EMA weights, dropout (the global RNG), shuffling + augmentation
-    (the per-epoch generator), MixUp / CutMix (drawn per step). 96 images in batches of 32:
-    3 steps per epoch."""
+    by global step, momentum, EMA weights, dropout (the global RNG, drawn twice a step by SAM's
+    two passes), shuffling + crop and flip (the per-epoch generator), TrivialAugment + random
+    erasing and MixUp / CutMix (drawn per step). 96 images in batches of 32: 3 steps per
+    epoch."""
     runs = tmp_path_factory.mktemp("exact")
     config = resolve_config(
         {
@@ -102,6 +103,9 @@ def exact_setup(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path):
             "ema_decay": 0.9,
             "mixup": 0.2,
             "cutmix": 1.0,
+            "augment": "trivialaugment",
+            "random_erasing": 0.5,
+            "sam": 0.05,
             "runs_dir": str(runs),
             "device": "cpu",
             "precision": "fp32",

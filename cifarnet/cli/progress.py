@@ -166,7 +166,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("test loss", _loss(summary["test_loss"])),
         ("best val top-1", _pct(summary["best_val_top1"])),
         ("best epoch", str(summary["best_epoch"])),
-        ("epochs", str(summary["epochs"])),
+        (
+            "epochs",
+            f"{summary['epochs']}{' (stopped early)' if summary.get('stopped_early') else ''}",
+        ),
         ("training time", _fmt_duration(summary["train_seconds"])),
         ("train images/s", f"{summary['train_images_per_second']:.0f}"),
         ("peak memory", _mib(summary["peak_memory_mb"])),

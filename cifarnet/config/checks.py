@@ -18,10 +18,23 @@ SEED_LIMIT = 2**32 - 1
 INT_LIMIT = 2**31 - 1  # counts and sizes: what torch's int32 arguments take
 # a learning rate, or its scale for biases: their product stays finite in float32 (3.4e38)
 LR_LIMIT = 1e18
+# RandAugment's ranges: its 14 operations, magnitudes 0..30 (data/policies.py: RANDAUGMENT_OPS,
+# MAGNITUDE_BINS)
+RANDAUGMENT_MAX_N = 14
+RANDAUGMENT_MAX_M = 30
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
 # one clear error rather than a TypeError deep inside torch or difflib.
-_STR_FIELDS = ("recipe", "dataset", "model", "device", "precision", "schedule", "runs_dir")
+_STR_FIELDS = (
+    "recipe",
+    "dataset",
+    "model",
+    "device",
+    "precision",
+    "schedule",
+    "augment",
+    "runs_dir",
+)
 _OPTIONAL_STR_FIELDS = ("data_dir", "name")
 _BOOL_FIELDS = (
     "nesterov",
@@ -30,6 +43,7 @@ _BOOL_FIELDS = (
     "flip",
     "deterministic",
     "download",
+    "sam_adaptive",
 )
 
 
@@ -73,6 +87,18 @@ def _fraction(value: Any) -> bool:
 
 def _non_negative_number(value: Any) -> bool:
     return _number(value) and math.isfinite(value) and value >= 0
+
+
+def _probability(value: Any) -> bool:
+    return _number(value) and 0.0 <= value <= 1.0
+
+
+def _randaugment_n(value: Any) -> bool:
+    return _integer(value) and 1 <= value <= RANDAUGMENT_MAX_N
+
+
+def _randaugment_m(value: Any) -> bool:
+    return _integer(value) and 0 <= value <= RANDAUGMENT_MAX_M
 
 
 def _image_side(value: Any) -> bool:
@@ -151,7 +177,20 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
         "got {value!r}; "
         "use --runs-dir to choose where runs go",
     ),
-    (("subset",), _unset_or(_positive_integer), "{flag} must be a positive integer, got {value!r}"),
+    (
+        ("subset", "patience"),
+        _unset_or(_positive_integer),
+        "{flag} must be a positive integer, got {value!r}",
+    ),
+    (
+        ("sam",),
+        _unset_or(_positive_number),
+        "{flag} must be a positive number (the radius of the neighbourhood), got {value!r}; "
+        "leave it out to train without SAM",
+    ),
+    (("random_erasing",), _probability, "{flag} must be in [0, 1], got {value!r}"),
+    (("randaugment_n",), _randaugment_n, "{flag} must be an integer in 1..{n_max}, got {value!r}"),
+    (("randaugment_m",), _randaugment_m, "{flag} must be an integer in 0..{m_max}, got {value!r}"),
     (("model_kwargs",), _is_dict, "model_kwargs must be a JSON object"),
     (("seed",), _seed, "{flag} must be an integer in -{seed}..{seed}, got {value!r}"),
     (
@@ -160,7 +199,7 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
         "{flag} must be at most {int_limit}, got {value!r}",
     ),
     (
-        ("crop_padding", "subset"),
+        ("crop_padding", "subset", "patience"),
         _sane_integer,
         "{flag} must be at most {int_limit}, got {value!r}",
     ),
@@ -186,5 +225,20 @@ def check_values(config: Any, flag_name: Callable[[str], str]) -> None:
                         seed=SEED_LIMIT,
                         int_limit=INT_LIMIT,
                         lr_limit=LR_LIMIT,
+                        n_max=RANDAUGMENT_MAX_N,
+                        m_max=RANDAUGMENT_MAX_M,
                     )
                 )
+
+
+def check_combinations(config: Any, flag_name: Callable[[str], str]) -> None:
+    """Settings that are each valid but do nothing, or cannot work, together."""
+    if config.sam_adaptive and config.sam is None:
+        raise ConfigError(
+            f"{flag_name('sam_adaptive')} needs {flag_name('sam')} RHO (ASAM's radius, e.g. 0.5)"
+        )
+    if config.patience is not None and config.val_size == 0:
+        raise ConfigError(
+            f"{flag_name('patience')} stops on the validation top-1, and "
+            f"{flag_name('val_size')} 0 holds out no validation images; give both or neither"
+        )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cifarnet.config.checks import check_types, check_values
+from cifarnet.config.checks import check_combinations, check_types, check_values
 from cifarnet.config.recipes import RECIPE_HELP, RECIPES
 from cifarnet.errors import ConfigError, unknown_name
 
@@ -27,6 +27,8 @@ DATASETS = ("cifar100", "cifar10")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("plateau", "cosine", "linear")
+# the batch augmentation policies of data/policies.py (named here: the settings import no torch)
+POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 
 @dataclass(frozen=True)
@@ -141,10 +143,37 @@ class TrainConfig:
         help="CutMix: paste a box from another image, kept share ~ Beta(a, a); a = 1.0 is "
         "usual (0 = off). With --mixup too, each batch uses one of the two.",
     )
+    augment: str = setting(
+        "none",
+        help=f"Augmentation policy after crop and flip: {', '.join(POLICIES)} (AutoAugment's "
+        "CIFAR-10 policy, RandAugment N/M, TrivialAugment wide).",
+    )
+    randaugment_n: int = setting(2, help="RandAugment: operations per image (1-14).")
+    randaugment_m: int = setting(9, help="RandAugment: magnitude of every operation (0-30).")
+    random_erasing: float = setting(
+        0.0,
+        help="Random erasing: the probability that an image gets a box of random pixels "
+        "(0 = off; 0.25 is usual).",
+    )
     resize_from: int = setting(
         32,
         help="Progressive resizing: start training at this side length (16-32 px), "
         "growing to 32 px by 75% of training.",
+    )
+    sam: float | None = setting(
+        None,
+        help="Sharpness-aware minimisation with radius RHO (0.05 is usual; ASAM about 10x "
+        "larger): two forward-backward passes a step, so each step costs about twice as much.",
+    )
+    sam_adaptive: bool = setting(
+        False,
+        help="With --sam: ASAM, the neighbourhood scaled by each weight's size.",
+        flag="--sam-adaptive",
+    )
+    patience: int | None = setting(
+        None,
+        help="Early stopping: end the run after N epochs without a better validation top-1 "
+        "(needs a validation split).",
     )
     val_size: int = setting(
         5000, help="Validation images held out of train (stratified); 0 trains on all 50k."
@@ -184,15 +213,17 @@ class TrainConfig:
             raise unknown_name("recipe", self.recipe, tuple(RECIPES))
         if not _FROM_VALUES.get():
             _check_recipe_applied(self)
-        for name, choices in (
-            ("dataset", DATASETS),
-            ("precision", PRECISIONS),
-            ("schedule", SCHEDULES),
+        for name, kind, choices in (
+            ("dataset", "dataset", DATASETS),
+            ("precision", "precision", PRECISIONS),
+            ("schedule", "schedule", SCHEDULES),
+            ("augment", "augmentation policy", POLICIES),
         ):
             if getattr(self, name) not in choices:
-                raise unknown_name(name, getattr(self, name), choices)
+                raise unknown_name(kind, getattr(self, name), choices)
         check_device(self.device)
         check_values(self, flag_name)
+        check_combinations(self, flag_name)
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **settings: Any) -> TrainConfig:

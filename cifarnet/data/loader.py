@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
 from cifarnet.data.augment import Augment, Normalize
+
+if TYPE_CHECKING:  # policies import torchvision: only a training run with a policy needs it
+    from cifarnet.data.policies import SeededPolicy
 
 
 class BatchLoader:
     """Batches from uint8 tensors already on the device: shuffled and augmented for training.
 
     Randomness comes from one generator that the caller owns (and can save), so an epoch can be
-    replayed or resumed mid-way exactly.
+    replayed or resumed mid-way exactly; a `policy` (AutoAugment, ..., random erasing) draws
+    from its own generator, keyed by the seed, the epoch and the step.
     """
 
     def __init__(
@@ -25,12 +30,14 @@ class BatchLoader:
         augment: Augment | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
+        policy: SeededPolicy | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         # drop_last: leave out an epoch's partial last batch (when there is a full one)
         self.drop_last = drop_last
         self.batch_size = batch_size
         self.normalize, self.augment, self.shuffle = normalize, augment, shuffle
+        self.policy = policy
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -49,8 +56,10 @@ class BatchLoader:
         generator: torch.Generator | None = None,
         order: torch.Tensor | None = None,
         start: int = 0,
+        epoch: int = 1,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x float (B, 3, H, W), y int64 (B,)) for batches start.., in `order` (default: new)."""
+        """(x float (B, 3, H, W), y int64 (B,)) for batches start.., in `order` (default: new);
+        `epoch` keys the policy's draws. Crop and flip, then the policy, then normalisation."""
         if order is None:
             order = self.epoch_order(generator)
         for i in range(start, len(self)):
@@ -59,4 +68,6 @@ class BatchLoader:
             if self.augment is not None:
                 assert generator is not None, "augmentation needs a generator"
                 x = self.augment(x, generator)
+            if self.policy is not None:
+                x = self.policy(x, epoch, i + 1)  # step i + 1, as the trainer counts
             yield self.normalize(x), self.labels[idx]

@@ -26,9 +26,8 @@ import torchvision.transforms.v2.functional as F
 from torchvision.transforms import AutoAugment as _TorchvisionAutoAugment
 from torchvision.transforms import AutoAugmentPolicy
 
+from cifarnet.config.settings import POLICIES
 from cifarnet.errors import ConfigError, unknown_name
-
-POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
 
 Draw = tuple[str, float] | None  # (operation, signed magnitude), or None: this image skips
 
@@ -377,6 +376,21 @@ def make_policy(
     if erase.p > 0:
         steps.append(erase)
     return Compose(*steps)
+
+
+class SeededPolicy:
+    """`policy` with its draws for each training batch keyed by (seed, epoch, step): a batch
+    is augmented the same whether the run was resumed before it or not."""
+
+    def __init__(
+        self, policy: Callable[[torch.Tensor, torch.Generator], torch.Tensor], seed: int
+    ) -> None:
+        self.policy, self.seed = policy, seed
+
+    def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        """uint8 (N, 3, H, W) -> augmented uint8 (N, 3, H, W), for step `step` (from 1) of
+        `epoch` (from 1)."""
+        return self.policy(images, generator_for((self.seed, epoch, step)))
 
 
 def generator_for(key: Sequence[int]) -> torch.Generator:

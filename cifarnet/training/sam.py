@@ -139,5 +139,15 @@ def sam_step(sam: SAM, model: nn.Module, closure: Callable[[], Any]) -> Any:
     return first
 
 
+def check_sam_precision(precision: str) -> None:
+    """SAM's two backward passes and fp16's loss scaling do not share one scaler step (the
+    gradient of the first pass would have to be unscaled and checked for overflow on its own):
+    refused rather than approximated. `precision`: the run's resolved precision."""
+    if precision == "fp16":
+        raise ConfigError(
+            "--sam does not work with fp16 (its loss scaling); use --precision bf16 or fp32"
+        )
+
+
 def _loss(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output

@@ -1,15 +1,17 @@
-"""A run's set-up before its first step: the data as device-resident batch loaders, and the model
-with its optimizer, plateau schedule, loss scaler, weight average (EMA) and compiled forms."""
+"""A run's set-up before its first step: the data as device-resident batch loaders (with the
+augmentation policy), and the model with its optimizer (SAM's wrapper with --sam), plateau
+schedule, loss scaler, weight average (EMA) and compiled forms."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from cifarnet.config.checks import IMAGE_SIZE
 from cifarnet.config.settings import TrainConfig
 from cifarnet.data.augment import Augment, Normalize
 from cifarnet.data.datasets import load_dataset
@@ -21,6 +23,10 @@ from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.compiling import compile_model, uses_compile
 from cifarnet.training.ema import Ema
 from cifarnet.training.optim import build_optimizer, build_plateau
+from cifarnet.training.sam import SAM
+
+if TYPE_CHECKING:
+    from cifarnet.data.policies import SeededPolicy
 
 
 @dataclass
@@ -42,6 +48,7 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
     """Load the dataset, split off validation (and take the subset), and move the images to
     the device once as uint8; batches are cut, augmented and normalised there."""
     c, dev = config, runtime.device
+    policy = training_policy(c)  # before the data: a setting it cannot serve fails first
     callbacks.on_status(f"loading {c.dataset}")
     data = load_dataset(c.dataset, c.data_dir, download=c.download)
     # where the data was found (--data-dir, $CIFARNET_DATA or the cache), stored absolute so
@@ -60,6 +67,7 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
         shuffle=True,
         # compiled: full batches only, one shape (compiling.py)
         drop_last=uses_compile(c, runtime),
+        policy=policy,
     )
     val_loader = (
         BatchLoader(
@@ -87,11 +95,29 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
     )
 
 
+def training_policy(config: TrainConfig) -> SeededPolicy | None:
+    """--augment and --random-erasing as one batch policy on the 32x32 training images (before
+    progressive resizing), or None when both are off."""
+    if config.augment == "none" and config.random_erasing == 0:
+        return None
+    from cifarnet.data.policies import SeededPolicy, make_policy
+
+    policy = make_policy(
+        config.augment,
+        n=config.randaugment_n,
+        m=config.randaugment_m,
+        erasing=config.random_erasing,
+        image_size=IMAGE_SIZE,
+    )
+    return SeededPolicy(policy, config.seed)
+
+
 @dataclass
 class Optimisation:
     """What trains the model, and the forms of it that run forward."""
 
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer  # the base optimizer: its state is what checkpoints keep
+    sam: SAM | None  # --sam only: wraps `optimizer`, two passes a step
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # --schedule plateau only
     scaler: torch.amp.GradScaler | None  # fp16 only
     ema: Ema | None  # --ema only
@@ -99,6 +125,11 @@ class Optimisation:
     forward_model: nn.Module  # the training forward pass (torch.compile'd when compiled)
     eval_model: nn.Module  # the weights validated and saved in best.pt: the EMA's, or the model
     eval_forward: nn.Module  # eval_model's forward pass (compiled when compiled)
+
+    @property
+    def stepper(self) -> torch.optim.Optimizer | SAM:
+        """What a training step steps: SAM with --sam, else the optimizer."""
+        return self.sam if self.sam is not None else self.optimizer
 
 
 def prepare_model(
@@ -117,6 +148,7 @@ def prepare_model(
     model.to(rt.device, memory_format=rt.memory_format())
     tune_backends(rt, c.deterministic)
     optimizer = build_optimizer(model, c)
+    sam = SAM(optimizer, c.sam, c.sam_adaptive) if c.sam is not None else None
     plateau = build_plateau(optimizer, c)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
     ema = Ema(model, c.ema_decay) if c.ema_decay > 0 else None
@@ -128,5 +160,5 @@ def prepare_model(
     else:
         eval_forward = compile_model(eval_model) if use_compile else eval_model
     return Optimisation(
-        optimizer, plateau, scaler, ema, use_compile, forward_model, eval_model, eval_forward
+        optimizer, sam, plateau, scaler, ema, use_compile, forward_model, eval_model, eval_forward
     )

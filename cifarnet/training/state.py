@@ -1,7 +1,7 @@
-"""Where a run stands, and resuming it: Progress (saved in last.pt), the running sums of an
-epoch, the epoch's shuffling and the random states last.pt keeps, what a resume may change
-(FIXED_ON_RESUME) and the checks it passes, and restoring the training state from last.pt,
-older files' migrations included."""
+"""Where a run stands, and resuming it: Progress (saved in last.pt; --patience counts from its
+epoch and best_epoch), the running sums of an epoch, the epoch's shuffling and the random states
+last.pt keeps, what a resume may change (FIXED_ON_RESUME) and the checks it passes, and
+restoring the training state from last.pt, older files' migrations included."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import torch
 from cifarnet.config.settings import TrainConfig, flag_name
 from cifarnet.errors import CheckpointError, ConfigError, one_line
 from cifarnet.io.checkpoint import SavedRun, load_checkpoint
+from cifarnet.training.early_stopping import check_not_stopped_early, stopped_early
 
 if TYPE_CHECKING:
     from cifarnet.data.loader import BatchLoader
@@ -79,7 +80,10 @@ class Progress:
         return improved
 
     def finished(self, config: TrainConfig) -> bool:
-        """Whether the run is over: its budget spent with --time, else its epochs done."""
+        """Whether the run is over: its budget spent with --time, else its epochs done; or its
+        --patience spent."""
+        if stopped_early(self, config):
+            return True
         if config.time_minutes is not None:
             return self.budget_spent(config.time_minutes)
         return self.epoch >= config.epochs
@@ -182,6 +186,7 @@ def _check_there_is_more_to_train(
     finish that epoch."""
     if progress.step_in_epoch:
         return
+    check_not_stopped_early(path, config, progress)
     done = progress.epoch
     if config.time_minutes is None:
         if done >= config.epochs:

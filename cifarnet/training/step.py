@@ -13,6 +13,7 @@ from torch import nn
 from cifarnet.metrics import topk_hits
 from cifarnet.runtime.device import Runtime
 from cifarnet.training.compiling import pad_batch
+from cifarnet.training.sam import SAM, sam_step
 
 
 @dataclass
@@ -26,17 +27,36 @@ def train_step(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer | SAM,
     runtime: Runtime,
     label_smoothing: float = 0.0,
     scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """Forward, backward and optimizer step on one batch: images (N, 3, H, W); labels (N,) class
     indices, or (N, classes) soft targets (MixUp / CutMix), where a top-1 hit means the
-    prediction is the target's largest share."""
-    with runtime.autocast():
-        logits = model(images)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    prediction is the target's largest share. With SAM as the optimizer: its two passes (no
+    `scaler`: see sam.check_sam_precision), the loss and hits those of the first."""
+
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        with runtime.autocast():
+            logits = model(images)
+            return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing), logits
+
+    if isinstance(optimizer, SAM):
+        loss, logits = sam_step(optimizer, model, forward)
+    else:
+        loss, logits = forward()
+        _step(loss, optimizer, scaler)
+    with torch.no_grad():
+        hard = labels if labels.dim() == 1 else labels.argmax(1)
+        correct = (logits.argmax(1) == hard).sum()
+    return StepResult(loss.detach() * len(labels), correct, len(labels))
+
+
+def _step(
+    loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> None:
+    """Backward and the optimizer's step (through the fp16 loss scaler when there is one)."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -45,10 +65,6 @@ def train_step(
     else:
         loss.backward()
         optimizer.step()
-    with torch.no_grad():
-        hard = labels if labels.dim() == 1 else labels.argmax(1)
-        correct = (logits.argmax(1) == hard).sum()
-    return StepResult(loss.detach() * len(labels), correct, len(labels))
 
 
 @dataclass

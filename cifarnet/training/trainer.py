@@ -46,6 +46,7 @@ from cifarnet.training.failures import removed_if_unfinished
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
 from cifarnet.training.resume_data import check_same_training_data
+from cifarnet.training.sam import check_sam_precision
 from cifarnet.training.setup import TrainData, prepare_data, prepare_model
 from cifarnet.training.signals import SIGPIPE, OutputGuard, StopFlag
 from cifarnet.training.state import (
@@ -111,10 +112,12 @@ def _load_data(
     resume_path: Path | None,
 ) -> TrainData:
     """The run's data. A new run's --runs-dir is checked first (a run that could not be saved
-    is refused before the data is loaded); a resumed run's data must be what last.pt was
-    trained on."""
+    is refused before the data is loaded, as is --sam at fp16); a resumed run's data must be
+    what last.pt was trained on."""
     if checkpoint is None:
         check_runs_dir(config.runs_dir)
+    if config.sam is not None:
+        check_sam_precision(runtime.precision)
     data = prepare_data(config, runtime, callbacks)
     if checkpoint is not None:
         check_same_training_data(checkpoint, data.info, data.source, resume_path)
@@ -212,7 +215,8 @@ class Trainer:
         )
         self.metrics = MetricsLog(self.paths.metrics)
         self.metrics.rewrite(self.history)  # a resumed run's CSV matches its checkpoint exactly
-        parameters, compiled = count_parameters(self.model), self.optim.compiled
+        self._parameters = parameters = count_parameters(self.model)
+        compiled = self.optim.compiled
         write_config(self.paths, c.to_dict(), config_meta(rt, compiled, self.data, parameters))
         info = start_info(c, rt, self.paths, parameters, compiled, self.data, self.progress)
         self.callbacks.on_start(info)
@@ -235,7 +239,8 @@ class Trainer:
         sync_every = 1 if self.runtime.device.type == "cpu" else 25
         self.optim.forward_model.train()
         t_loop = time.perf_counter()
-        for step, (x, y) in enumerate(loader.batches(generator, order, start), start=start + 1):
+        batches = loader.batches(generator, order, start, epoch)
+        for step, (x, y) in enumerate(batches, start=start + 1):
             lr = self.schedule.set_lr(p, steps)
             self._train_step(x, y, epoch, step, steps, sums)
             now = time.perf_counter()
@@ -274,7 +279,7 @@ class Trainer:
         with out_of_memory_as(
             f"out of memory on {rt.device} at batch size {c.batch_size}; try a smaller --batch-size"
         ):
-            result = train_step(o.forward_model, x, y, o.optimizer, rt, c.label_smoothing, o.scaler)
+            result = train_step(o.forward_model, x, y, o.stepper, rt, c.label_smoothing, o.scaler)
         if o.ema is not None:
             o.ema.update_parameters(self.model)
         sums.add(result)
@@ -359,12 +364,7 @@ class Trainer:
         t0 = time.perf_counter()
         test = self._evaluate(self.data.test_loader, self.callbacks.on_test_progress)
         test_seconds = time.perf_counter() - t0
-        c, rt, p, parameters = (
-            self.config,
-            self.runtime,
-            self.progress,
-            count_parameters(self.model),
-        )
+        c, rt, p, parameters = self.config, self.runtime, self.progress, self._parameters
         summary = run_summary(
             c, rt, self.paths, parameters, p, self.history, validated, test, test_seconds
         )
