@@ -99,8 +99,11 @@ def test_run_stops_after_patience_epochs_without_improvement(
     assert summary["epochs"] == 8 and summary["stopped_early"] is False
 
 
-def test_without_patience_every_epoch_runs(tiny_config: TrainConfig, scripted) -> None:
-    summary = train(_short(tiny_config, epochs=5), callbacks=scripted(TOPS))
+@pytest.mark.parametrize("patience", [None, 3], ids=["no-patience", "spent-at-the-last-epoch"])
+def test_a_run_that_reaches_its_length_did_not_stop_early(
+    tiny_config: TrainConfig, scripted, patience: int | None
+) -> None:
+    summary = train(_short(tiny_config, epochs=5, patience=patience), callbacks=scripted(TOPS))
     assert summary["epochs"] == 5 and summary["stopped_early"] is False
 
 

@@ -33,6 +33,15 @@ def stopped_early(progress: Progress, config: TrainConfig) -> bool:
     )
 
 
+def ended_by_patience(progress: Progress, config: TrainConfig) -> bool:
+    """Whether --patience ended the run before its length (epochs, or --time budget) did."""
+    if not stopped_early(progress, config):
+        return False
+    if config.time_minutes is not None:
+        return not progress.budget_spent(config.time_minutes)
+    return progress.epoch < config.epochs
+
+
 def check_not_stopped_early(
     path: str | os.PathLike, config: TrainConfig, progress: Progress
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from cifarnet.config.settings import TrainConfig
 from cifarnet.io.run_folder import RunPaths
 from cifarnet.runtime.device import Runtime, peak_memory_mb
-from cifarnet.training.early_stopping import stopped_early
+from cifarnet.training.early_stopping import ended_by_patience
 from cifarnet.training.setup import TrainData
 from cifarnet.training.signals import signal_name
 from cifarnet.training.state import EpochSums, Progress
@@ -111,7 +111,7 @@ def run_summary(
         "device": str(runtime.device),
         "precision": runtime.precision,
         "epochs": p.epoch,
-        "stopped_early": stopped_early(p, c),
+        "stopped_early": ended_by_patience(p, c),
         "time_budget_minutes": c.time_minutes,
         "test_top1": test.top1,
         "test_top5": test.top5,
