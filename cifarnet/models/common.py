@@ -17,7 +17,7 @@ class GlobalAvgPool(nn.Module):
 class GlobalMaxPool(nn.Module):
     """(N, C, H, W) -> (N, C), the maximum over the spatial axes: the same numbers as
     nn.AdaptiveMaxPool2d(1) flattened, and no parameters or buffers, so state dicts are
-    unchanged. A reduction because the ONNX exporter of torch 2.11 and older has no
+    unchanged. A reduction because the dynamo-based ONNX exporter of torch 2.11 has no
     translation of adaptive max pooling, while every exporter takes a max reduction."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

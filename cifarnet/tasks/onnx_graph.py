@@ -1,9 +1,10 @@
 """A model as an ONNX graph, made by whichever of torch's two exporters can translate it.
 
 The dynamo-based exporter (torch.export + onnxscript) is tried first: it is the one torch
-develops. Its operator coverage depends on the torch release (torch 2.11 has no translation of
-`aten.adaptive_max_pool2d`, and dropped the automatic fallback that torch 2.5-2.10 had), so when
-it raises, the TorchScript-based exporter (`dynamo=False`, a trace) is tried. Which one made the
+develops. Its operator coverage depends on the torch release (torch 2.11's has no translation of
+`aten.adaptive_max_pool2d`, and its export() no longer has the `fallback` option of earlier
+releases), so when it raises, the TorchScript-based exporter (`dynamo=False`, a trace) is
+tried. Which one made the
 graph is stored in its metadata as "exporter" ("dynamo" or "torchscript"). When both fail, the
 one-line error names the operator the message points at and the torch version.
 """
@@ -102,24 +103,18 @@ def _both_failed(failures: dict[str, BaseException]) -> str:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence the exporters' own chatter (deprecation notices, warnings about their
-    internals, tracebacks they catch and log); what fails is reported as one ExportError."""
-    with warnings.catch_warnings(), _quiet_loggers("torch.onnx", "onnxscript", "onnx_ir"):
+    """Silence the exporters' own chatter (deprecation notices, warnings about their internals,
+    and the tracebacks torch.export logs at ERROR level before it raises); what fails is
+    reported as one ExportError, and a failed dynamo export is no failure when the fallback
+    succeeds."""
+    before = logging.root.manager.disable
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        yield
-
-
-@contextlib.contextmanager
-def _quiet_loggers(*names: str) -> Iterator[None]:
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(before)
 
 
 def made_opset(proto: object) -> int | None:
