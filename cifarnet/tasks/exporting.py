@@ -64,7 +64,7 @@ from cifarnet.tasks.inference import (
     onnx_session,
     resolve_model_path,
 )
-from cifarnet.tasks.onnx_graph import check_opset, export_graph
+from cifarnet.tasks.onnx_graph import check_known_opset, check_opset, export_graph
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -249,6 +249,7 @@ def onnx_bytes(model: NormalizedModel, info: ModelInfo, opset: int | None = None
     _require_onnx()  # before importing onnx: a missing package is one line, not a traceback
     import onnx
 
+    check_known_opset(opset)
     proto, exporter = export_graph(model, info.image_size, opset)
     check_opset(proto, opset)
     proto.doc_string = INPUT_CONTRACT

@@ -1,10 +1,10 @@
 """A model as an ONNX graph, made by whichever of torch's two exporters can translate it.
 
 The dynamo-based exporter (torch.export + onnxscript) is tried first: it is the one torch
-develops. Its operator coverage depends on the torch release (torch 2.11's has no translation of
-`aten.adaptive_max_pool2d`, and its export() no longer has the `fallback` option of earlier
-releases), so when it raises, the TorchScript-based exporter (`dynamo=False`, a trace) is
-tried. Which one made the
+develops. Whether it can translate a network depends on the torch release (torch 2.11's has no
+translation of `aten.adaptive_max_pool2d` and no longer has the `fallback` option of earlier
+releases; torch 2.5.1's fails on every cifarnet model with onnxscript 0.7.2), so when it
+raises, the TorchScript-based exporter (`dynamo=False`, a trace) is tried. Which one made the
 graph is stored in its metadata as "exporter" ("dynamo" or "torchscript"). When both fail, the
 one-line error names the operator the message points at and the torch version.
 """
@@ -122,6 +122,16 @@ def made_opset(proto: object) -> int | None:
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+def check_known_opset(opset: int | None) -> None:
+    """ExportError for an opset newer than the installed onnx knows, before either exporter
+    tries it (they would fail each in its own words)."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset is not None and opset > newest:
+        raise ExportError(f"--opset {opset}: the newest this onnx knows is {newest}")
+
+
 def check_opset(proto: object, opset: int | None) -> None:
     """ExportError unless the graph has the opset asked for (None: any)."""
     import onnx
@@ -131,13 +141,7 @@ def check_opset(proto: object, opset: int | None) -> None:
         return
     # the dynamo exporter logs a warning and keeps its own opset when it cannot convert; how
     # low it can go depends on the network's operators (resnet_reference: 16 with torch 2.14)
-    newest = onnx.defs.onnx_opset_version()
-    advice = (
-        f"the newest this onnx knows is {newest}"
-        if opset > newest
-        else f"choose a higher one, up to {newest}"
-    )
     raise ExportError(
         f"--opset {opset}: the exporter cannot convert this network to it (it made opset "
-        f"{made}); {advice}"
+        f"{made}); choose a higher one, up to {onnx.defs.onnx_opset_version()}"
     )
