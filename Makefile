@@ -5,12 +5,16 @@
 #   make test                                   creates .venv, installs cifarnet[dev], runs
 #                                               the suite
 #   make docs                                   rewrites docs/settings.md from TrainConfig
+#   make compat TORCH=2.5.1 TORCHVISION=0.20.1 PYTHON=python3.10
+#                                               the suite and an export of every model in a
+#                                               throwaway environment with those versions
+#                                               (benchmarks/compat.sh; docs/compatibility.md)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?= --recipe fast --time 10
 
-.PHONY: train test lint install docs
+.PHONY: train test lint install docs compat
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +41,7 @@ lint: install
 
 docs: install
 	$(BIN)/python -m cifarnet.config.docs > docs/settings.md
+
+compat:
+	benchmarks/compat.sh --torch "$(TORCH)" --torchvision "$(TORCHVISION)" --python "$(PYTHON)" \
+		$(COMPAT_ARGS)

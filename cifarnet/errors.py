@@ -39,6 +39,12 @@ class ExportError(CifarnetError):
     """An exported model failed to write or to match the PyTorch model."""
 
 
+class CifarnetWarning(UserWarning):
+    """Something the user should know that does not stop the command (a dataset that is not
+    the official one, a --topk above the class count). The CLI shows these as one line each;
+    other libraries' warnings only with --debug."""
+
+
 class TrainingInterrupted(CifarnetError):
     """SIGINT/SIGTERM, or a closed output (as SIGPIPE), stopped training after last.pt was
     saved at a safe point."""

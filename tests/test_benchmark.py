@@ -111,7 +111,7 @@ def test_onnxruntime_uses_as_many_threads_as_torch(run):
     ckpt = load_checkpoint(run / "best.pt")
     info = ModelInfo.from_checkpoint(ckpt)
     net = NormalizedModel(load_model(ckpt, run / "best.pt"), info.mean, info.std).eval()
-    graph = onnx_bytes(net, info)
+    graph = onnx_bytes(net, info).data
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -255,6 +255,33 @@ def test_debug_shows_the_traceback() -> None:
     assert "Traceback" in result.output and "ConfigError" in result.output
 
 
+def test_the_stacks_warnings_and_log_records_only_with_debug(capsys) -> None:
+    import logging
+    import warnings
+
+    from cifarnet.cli.app import handle_errors
+    from cifarnet.errors import CifarnetWarning
+
+    # where torch.compile logged its symbolic-shape notes, dozens of times an epoch
+    chatter = logging.getLogger("torch.utils._sympy.interp")
+    with handle_errors(debug=False):
+        warnings.warn(
+            "torch.onnx.export(dynamo=False) is deprecated", DeprecationWarning, stacklevel=1
+        )
+        warnings.warn("test.tar.gz differs from the official files", CifarnetWarning, stacklevel=1)
+        assert not chatter.isEnabledFor(logging.WARNING)
+        assert chatter.isEnabledFor(logging.ERROR)  # failures still reach the terminal
+    err = capsys.readouterr().err
+    assert "deprecated" not in err
+    assert err.strip() == "warning: test.tar.gz differs from the official files"
+    assert chatter.isEnabledFor(logging.WARNING)  # as before, after the command
+    with pytest.warns(DeprecationWarning, match="deprecated"), handle_errors(debug=True):
+        assert chatter.isEnabledFor(logging.WARNING)
+        warnings.warn(
+            "torch.onnx.export(dynamo=False) is deprecated", DeprecationWarning, stacklevel=1
+        )
+
+
 RUN_INFO = {
     "run_dir": "runs/train",
     "model": "resnet_reference",

@@ -128,3 +128,16 @@ def test_bad_sort_and_out_refused(runs: Path) -> None:
     assert result.exit_code == 1 and "unknown sort column" in result.output
     result = CliRunner().invoke(app, ["compare", str(runs / "a0"), "--plot", "x.txt"])
     assert result.exit_code == 1 and ".png" in result.output
+
+
+def test_a_run_folder_name_that_is_not_utf8_gets_its_row_and_curve(tmp_path: Path) -> None:
+    import os
+
+    name = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not valid UTF-8
+    make_run(tmp_path / "runs", name, 0, 50.0)
+    out, plot = tmp_path / "compare.csv", tmp_path / "curves.png"
+    args = ["compare", str(tmp_path / "runs" / "*"), "--out", str(out), "--plot", str(plot)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert b"caf\xe9" in out.read_bytes()  # the row names the folder by its own bytes
+    assert plot.read_bytes().startswith(b"\x89PNG")

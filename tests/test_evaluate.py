@@ -327,6 +327,17 @@ def test_refuses_to_overwrite_without_force(run, cifar100_dir, tmp_path):
     assert (tmp_path / "e_confusion.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_checkpoint_name_that_is_not_utf8_gets_its_row_and_heatmap(run, cifar100_dir, tmp_path):
+    checkpoint = tmp_path / os.fsdecode(b"caf\xe9.pt")  # Latin-1 bytes: not valid UTF-8
+    checkpoint.write_bytes((run / "best.pt").read_bytes())
+    out = tmp_path / "e.csv"
+    args = ["evaluate", str(checkpoint), "--data-dir", str(cifar100_dir), "--device", "cpu"]
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert b"caf\xe9.pt" in out.read_bytes()  # the row names the file by its own bytes
+    assert (tmp_path / "e_confusion.png").read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -460,6 +460,8 @@ def test_load_images_can_stop_early(tmp_path):
 
 def test_module_does_not_import_torch():
     code = "import sys, cifarnet.tasks.images; print('torch' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": str(Path(images.__file__).parents[1])}
+    # the folder holding the cifarnet package (not the package itself, whose io/ would shadow
+    # the standard library's on Python 3.10, which does not freeze io at start-up)
+    env = {**os.environ, "PYTHONPATH": str(Path(images.__file__).parents[2])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False", out.stderr

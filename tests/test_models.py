@@ -135,3 +135,17 @@ def test_golden_logits_of_a_seeded_reference_network() -> None:
         ]
     )
     torch.testing.assert_close(logits[:, :6], expected, rtol=1e-4, atol=1e-3)
+
+
+def test_global_max_pool_is_adaptive_max_pooling_without_its_operator() -> None:
+    from cifarnet.models.common import GlobalMaxPool
+
+    torch.manual_seed(0)
+    for shape in ((2, 8, 4, 4), (3, 5, 7, 3), (1, 2, 1, 1)):
+        x = torch.randn(shape)
+        assert torch.equal(GlobalMaxPool()(x), nn.AdaptiveMaxPool2d(1)(x).flatten(1))
+    for name in ("fastnet", "resnet_reference"):  # the two that pool by their maximum
+        model = create_model(name, 10)
+        assert isinstance(model.pool, GlobalMaxPool)
+        # a pooling layer holds no state: checkpoints from before it was a reduction still load
+        assert not [k for k in model.state_dict() if k.startswith("pool.")]

@@ -1,25 +1,17 @@
 """The model zoo: every family's size against its published figure, a training step at 100
-classes, multiply-accumulate counts, and the ONNX export path (with its parity check).
+classes and multiply-accumulate counts (the export of every registered model is in
+test_export_models.py).
 
 Parameter counts are taken on the meta device (no memory, no initialisation), so the big
 models are built for real only once, for the forward and backward pass.
-
-ONNX export runs torch.export and onnxruntime for each model (2-8 s a model on a busy 2-core
-CPU, 3-4 times that when it is overloaded): by default the two models whose operators differ
-most from the rest (option-A shortcuts: strided slicing and channel padding; attention with a
-class token) are exported; CIFARNET_SLOW_TESTS=1 exports every model the zoo added.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
-from tiny_run import trained_run
 
-from cifarnet.models import count_parameters, create_model, list_models, model_config
+from cifarnet.models import count_parameters, create_model, list_models
 from cifarnet.models.complexity import count_macs
 
 # name: (classes of the figure, published parameters, relative tolerance, source)
@@ -67,8 +59,6 @@ EXACT_10 = {
 }
 
 ZOO = [name for name in EXACT_10 if name not in ("resnet18", "resnet34")]  # the new ones
-QUICK_EXPORT = ("resnet20", "vit_lite_7_4")
-SLOW = os.environ.get("CIFARNET_SLOW_TESTS") == "1"
 
 
 def _on_meta(name: str, classes: int) -> torch.nn.Module:
@@ -131,52 +121,3 @@ def test_wide_resnet_dropout_and_bad_depths() -> None:
         create_model("wrn_16_8", 10, dropout=1.5)
     with pytest.raises(ConfigError, match="wrn_40_4"):
         create_model("wrn_40_4", 10, depth=3)
-
-
-def _checkpoint_of(name: str, template: Path, path: Path) -> Path:
-    """A checkpoint of a freshly initialised `name` at 100 classes, its BatchNorm statistics
-    measured on a batch (as after training, where a fresh BatchNorm's 0 / 1 would not scale the
-    activations), with the data info of the tiny run's checkpoint `template`."""
-    from cifarnet.io.checkpoint import load_checkpoint, save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model(name, 100)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.momentum = None  # a cumulative average: one batch sets the statistics outright
-    with torch.no_grad():
-        model.train()(torch.randn(4, 3, 32, 32))
-    ckpt = load_checkpoint(template)
-    ckpt.pop("ema_state_dict", None)
-    ckpt.update(model=model_config(name, 100), state_dict=model.state_dict())
-    save_checkpoint(ckpt, path)
-    return path
-
-
-def _export_case(name: str):
-    if name not in QUICK_EXPORT and not SLOW:
-        return pytest.param(name, marks=pytest.mark.skip("slow: CIFARNET_SLOW_TESTS=1"))
-    if name == "resnet101":
-        # PyTorch's own fp32 logits of this network move by ~1e-4 between batch sizes 1 and 8
-        # (and from fp64's by 8e-5): the exporter's absolute 1e-4 limit is its rounding noise,
-        # and onnxruntime lands 2e-4 away with the same top-1
-        from cifarnet.errors import ExportError
-
-        reason = "fp32 rounding noise of 101 layers reaches the 1e-4 parity limit"
-        return pytest.param(name, marks=pytest.mark.xfail(raises=ExportError, reason=reason))
-    return name
-
-
-@pytest.mark.parametrize("name", [_export_case(n) for n in ZOO])
-def test_onnx_export_with_parity(name, tmp_path, tmp_path_factory, cifar100_dir) -> None:
-    from cifarnet.tasks.exporting import MAX_ABS_DIFF, export
-
-    ckpt = _checkpoint_of(
-        name, trained_run(tmp_path_factory, cifar100_dir) / "best.pt", tmp_path / "m.pt"
-    )
-    result = export(ckpt, ["onnx"], out=tmp_path / "m.onnx", verify_images=4)
-    (exported,) = result.files
-    assert exported.path.is_file() and result.verify_images == "4 test images"
-    assert [p.batch_size for p in exported.parity] == [1, 64]
-    for p in exported.parity:
-        assert p.max_abs_diff <= MAX_ABS_DIFF and p.top1_agreement == 100.0

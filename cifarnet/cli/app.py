@@ -8,6 +8,7 @@ instant; each command imports the library modules it needs when it runs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from cifarnet import __version__
-from cifarnet.errors import CifarnetError
+from cifarnet.errors import CifarnetError, CifarnetWarning
 
 app = typer.Typer(
     name="cifarnet",
@@ -60,6 +61,10 @@ def console(stderr: bool = False) -> Any:
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    if not issubclass(category, CifarnetWarning):
+        # the stack's own (deprecations, exporter and compiler internals) differ from one
+        # torch release to the next and say nothing the user can act on: --debug shows them
+        return
     from rich.markup import escape
 
     from cifarnet.io.untrusted import printable
@@ -75,12 +80,13 @@ def handle_errors(
     debug: bool = False, abort_note: Callable[[], str] | None = None
 ) -> Iterator[None]:
     """CifarnetError -> one red line on stderr and its exit code (1, or 128 + the signal number
-    when training was stopped: 130, 143, or 141 for a closed output); warnings -> one yellow
-    line each. Tracebacks and warnings' source lines only with --debug. `abort_note()` (asked
-    when Ctrl-C ends the command) follows "aborted". A closed stderr loses the line, never the
-    exit code."""
+    when training was stopped: 130, 143, or 141 for a closed output); cifarnet's warnings -> one
+    yellow line each. Tracebacks, warnings' source lines, other libraries' warnings and their
+    log records below ERROR (torch.compile's symbolic-shape notes) only with --debug.
+    `abort_note()` (asked when Ctrl-C ends the command) follows "aborted". A closed stderr loses
+    the line, never the exit code."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _library_logs(shown=debug):
             if not debug:
                 warnings.showwarning = _one_line_warning
             yield
@@ -103,6 +109,22 @@ def handle_errors(
         with contextlib.suppress(BrokenPipeError):
             console(stderr=True).print(f"[bold red]aborted[/]{note}")
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # 143 for a second SIGTERM
+
+
+@contextlib.contextmanager
+def _library_logs(shown: bool) -> Iterator[None]:
+    """Unless `shown`, drop log records below ERROR for the command's duration: the library
+    never logs (it reports through return values and callbacks), so these are torch's,
+    onnxscript's and the like, which install their own handlers on import."""
+    if shown:
+        yield
+        return
+    before = logging.root.manager.disable
+    logging.disable(max(before, logging.WARNING))
+    try:
+        yield
+    finally:
+        logging.disable(before)
 
 
 def main() -> None:

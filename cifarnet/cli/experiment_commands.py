@@ -39,7 +39,11 @@ def _cell(name: str, value: Any) -> str:
         return _FIGURE_FORMATS[name].format(value)
     if name == "parameters" and isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    from cifarnet.cli.render import shown
+
+    # text from the run folder (its name, its config): no markup, no control characters, and
+    # a folder name that is not UTF-8 shown with U+FFFD (a UTF-8 stream refuses its surrogates)
+    return shown(value)
 
 
 def _mean_std(name: str, mean: float | None, std: float | None) -> str:
@@ -63,7 +67,7 @@ def comparison_table(comparison: Any) -> Any:
     styles = {"unfinished": "yellow", "broken": "red"}
     for run in comparison.runs:
         row = run.row
-        status = run.status + (f": {run.reason}" if run.reason else "")
+        status = run.status + (f": {_cell('reason', run.reason)}" if run.reason else "")
         cells = [_cell(n, row.get(n)) for n in plain]
         cells[1] = status
         table.add_row(

@@ -161,8 +161,11 @@ def render_export(console: Console, r: ExportResult) -> None:
             )
     console.print(table)
     for f in r.files:
+        # which of torch's ONNX exporters made the file (also in its "exporter" metadata)
+        made_by = f", {f.exporter} exporter" if f.exporter else ""
         console.print(
-            f"wrote {printable(f.path)} ({f.format}, verified, {f.seconds:.1f} s)", markup=False
+            f"wrote {printable(f.path)} ({f.format}{made_by}, verified, {f.seconds:.1f} s)",
+            markup=False,
         )
 
 

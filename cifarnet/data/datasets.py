@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from cifarnet.errors import DataError, unknown_name
+from cifarnet.errors import CifarnetWarning, DataError, unknown_name
 
 
 @dataclass(frozen=True)
@@ -448,6 +448,7 @@ def _build(
         warnings.warn(
             f"{source} holds {len(train_x):,} training and {len(test_x):,} test images, not the "
             f"official {spec.train_count:,} and {spec.test_count:,}; using them as they are",
+            CifarnetWarning,
             stacklevel=3,
         )
     elif differing := [name for name, md5 in spec.file_md5 if digests.get(name) != md5]:
@@ -456,6 +457,7 @@ def _build(
         warnings.warn(
             f"{source}: {', '.join(differing)} differ from the official {spec.title} files "
             "(md5); their structure is valid, so they are used as they are",
+            CifarnetWarning,
             stacklevel=3,
         )
     meta = files[spec.meta_file]

@@ -221,8 +221,27 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path} is empty (0 bytes); it is not a checkpoint")
 
 
+_TORCHSCRIPT_EXPORT = (
+    "{path} is a TorchScript export, not a checkpoint; give the run's best.pt or last.pt (or an "
+    ".onnx export to evaluate and predict)"
+)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (it holds code: a `constants.pkl` beside the pickled module).
+    Checked before torch.load, because torch 2.5 hands such a file to torch.jit.load even with
+    weights_only=True (torch 2.6 and later refuse it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False  # not a zip archive, or unreadable: torch.load tells which
+
+
 def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     """torch.load(weights_only=True), each way it can fail told as one CheckpointError."""
+    if _is_torchscript(path):
+        raise CheckpointError(_TORCHSCRIPT_EXPORT.format(path=path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols of foreign files
@@ -233,10 +252,7 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
     except RuntimeError as exc:
         if "TorchScript" in str(exc):
-            raise CheckpointError(
-                f"{path} is a TorchScript export, not a checkpoint; give the run's best.pt or "
-                "last.pt (or an .onnx export to evaluate and predict)"
-            ) from None
+            raise CheckpointError(_TORCHSCRIPT_EXPORT.format(path=path)) from None
         raise CheckpointError(
             f"{path} is truncated or not a PyTorch file ({one_line(exc)})"
         ) from None

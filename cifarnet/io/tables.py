@@ -75,13 +75,27 @@ def csv_bytes(
     original bytes, so the row still names the file."""
     import pandas as pd
 
-    if isinstance(rows, dict):
-        rows = {csv_cell(k): [csv_cell(v) for v in values] for k, values in rows.items()}
-    else:
-        rows = [{k: csv_cell(v) for k, v in row.items()} for row in rows]
+    if not isinstance(rows, dict):
+        names = columns or list(dict.fromkeys(k for row in rows for k in row))
+        rows = {k: [row.get(k) for row in rows] for k in names}
+    # A text column stays a column of Python objects: pandas 3 stores text as its "str" dtype,
+    # which with pyarrow installed is an Arrow array, and Arrow refuses the surrogates of a file
+    # name that is not UTF-8 (UnicodeEncodeError: surrogates not allowed).
+    frame = pd.DataFrame(
+        {
+            csv_cell(k): pd.Series([csv_cell(v) for v in values], dtype=_dtype(values))
+            for k, values in rows.items()
+        },
+        columns=[csv_cell(c) for c in columns] if columns else None,
+    )
     buffer = io.StringIO()
-    pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
+    frame.to_csv(buffer, index=False)
     return buffer.getvalue().encode("utf-8", errors="surrogateescape")
+
+
+def _dtype(values: list[Any]) -> type | None:
+    """object for a column holding text, else None (pandas infers the numeric dtype)."""
+    return object if any(isinstance(v, str) for v in values) else None
 
 
 def make_parent(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Pieces the model zoo's families share: global average pooling and the usual initialisation."""
+"""Pieces the model families share: global average and max pooling, and the usual initialisation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ class GlobalAvgPool(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((2, 3))
+
+
+class GlobalMaxPool(nn.Module):
+    """(N, C, H, W) -> (N, C), the maximum over the spatial axes: the same numbers as
+    nn.AdaptiveMaxPool2d(1) flattened, and no parameters or buffers, so state dicts are
+    unchanged. A reduction because the dynamo-based ONNX exporter of torch 2.11 has no
+    translation of adaptive max pooling, while every exporter takes a max reduction."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax((2, 3))
 
 
 def he_init(model: nn.Module) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cifarnet.models import register_model
+from cifarnet.models.common import GlobalMaxPool
 
 
 def _batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -64,7 +65,7 @@ class FastNet(nn.Module):
             stages.append(ConvStage(in_channels, width))
             in_channels = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.pool = GlobalMaxPool()
         self.head = nn.Linear(in_channels, num_classes, bias=False)
         self.logit_scale = logit_scale
         for m in self.modules():
@@ -88,7 +89,7 @@ class FastNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.act(self.whiten(x)))
-        return self.head(torch.flatten(self.pool(x), 1)) * self.logit_scale
+        return self.head(self.pool(x)) * self.logit_scale
 
 
 @register_model("fastnet", "wide shallow net for time-to-accuracy: whitening stem, 3 stages, GELU")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cifarnet.models import register_model
+from cifarnet.models.common import GlobalMaxPool
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -90,7 +91,7 @@ class CifarResNet(nn.Module):
         self.conv5_x = self._make_stage(widths[3], depths[3], 2)
         # The write-up pools with MaxPool2d(4, stride 1) over the 4x4 map: a global max for 32x32
         # input. Global pooling keeps other input sizes working (same result at 32x32).
-        self.pool = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalMaxPool() if pool == "max" else nn.AdaptiveAvgPool2d(1)
         self.fc_layer = nn.Linear(widths[3], num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

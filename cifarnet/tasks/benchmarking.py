@@ -271,7 +271,7 @@ def _time_onnx(
     from cifarnet.tasks.inference import onnx_session
 
     try:
-        session = onnx_session(onnx_bytes(copy.deepcopy(base).eval(), info))
+        session = onnx_session(onnx_bytes(copy.deepcopy(base).eval(), info).data)
     except CifarnetError as exc:
         skipped.append(f"onnxruntime: {exc}")
         return None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarnet.errors import ConfigError
+from cifarnet.io.untrusted import printable
 
 RUN_FILES = ("config.json", "metrics.csv", "summary.json")
 # the files of a folder of runs: train --seeds's group, tune's study
@@ -362,7 +363,8 @@ def plot_curves(comparison: Comparison, path: str | os.PathLike) -> None:
             continue
         group = run.row.get("group")
         colour = colours[group - 1] if group else next(own)
-        label = run.row["run"] + (f" (group {group})" if group else "")
+        # printable: matplotlib's font code refuses the surrogates of a name that is not UTF-8
+        label = printable(run.row["run"]) + (f" (group {group})" if group else "")
         epochs, values = zip(*run.curve, strict=True)
         style = "--" if run.status == "unfinished" else "-"
         marker = "o" if len(epochs) <= 30 else None

@@ -24,6 +24,7 @@ from cifarnet.data.loader import BatchLoader
 from cifarnet.data.splits import train_val_indices
 from cifarnet.errors import ConfigError, DataError
 from cifarnet.io.tables import check_csv_name, check_new_files, csv_bytes, write_all
+from cifarnet.io.untrusted import printable
 from cifarnet.tasks.inference import (
     LoadedModel,
     ModelInfo,
@@ -328,12 +329,14 @@ def _heatmap_png(result: Evaluation) -> bytes:
     ax = fig.subplots()
     image = ax.imshow(shares.numpy(), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
     font = 8 if c <= 20 else 4
-    ax.set_xticks(range(c), result.classes, rotation=90, fontsize=font)
-    ax.set_yticks(range(c), result.classes, fontsize=font)
+    # printable: matplotlib's font code refuses the surrogates of a name that is not UTF-8
+    labels = [printable(name) for name in result.classes]
+    ax.set_xticks(range(c), labels, rotation=90, fontsize=font)
+    ax.set_yticks(range(c), labels, fontsize=font)
     ax.set(
         xlabel="predicted class",
         ylabel="true class",
-        title=f"{Path(result.checkpoint).name} on {result.dataset} {result.split}"
+        title=f"{printable(Path(result.checkpoint).name)} on {result.dataset} {result.split}"
         f"{' (flip TTA)' if result.tta else ''}: top-1 {result.top1:.2f}% ({result.precision})",
     )
     fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's images")

@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cifarnet.errors import CifarnetWarning
+
 RESIZE_POLICIES = ("stretch", "center-crop", "letterbox")
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -332,7 +334,7 @@ def _exif_transpose(im: Image.Image, path: str) -> None:
             warnings.simplefilter("always")
             ImageOps.exif_transpose(im, in_place=True)
         for warning in caught:
-            warnings.warn(f"{path}: {warning.message}", warning.category, stacklevel=3)
+            warnings.warn(f"{path}: {warning.message}", CifarnetWarning, stacklevel=3)
 
 
 def load_images(

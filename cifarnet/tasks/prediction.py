@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cifarnet.errors import ConfigError
+from cifarnet.errors import CifarnetWarning, ConfigError
 from cifarnet.io.tables import check_csv_name, check_new_files, write_csv
 from cifarnet.tasks.images import RESIZE_POLICIES, ImageResult, expand_sources, load_images
 from cifarnet.tasks.inference import LoadedModel, check_finite, load_inference_model
@@ -118,7 +118,9 @@ def predict(
     k = min(topk, loaded.info.num_classes)
     if k < topk:
         warnings.warn(
-            f"--topk {topk} is more than the model's {k} classes; listing all {k}", stacklevel=2
+            f"--topk {topk} is more than the model's {k} classes; listing all {k}",
+            CifarnetWarning,
+            stacklevel=2,
         )
     t0 = time.perf_counter()
     inputs = _inputs([sources] if isinstance(sources, (str, os.PathLike)) else sources)

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from cifarnet.errors import ConfigError
+from cifarnet.errors import CifarnetWarning, ConfigError
 from cifarnet.training.callbacks import TrainCallbacks
 
 # metrics.csv column -> TensorBoard tag
@@ -119,7 +119,11 @@ class TensorBoardCallbacks(TrainCallbacks):
                 warnings.simplefilter("ignore")  # tracer warnings
                 self.writer.add_graph(model.eval(), torch.zeros(1, 3, 32, 32))
         except Exception as exc:  # the graph is a nicety, never worth the run
-            warnings.warn(f"TensorBoard: the model graph was not written ({exc})", stacklevel=1)
+            warnings.warn(
+                f"TensorBoard: the model graph was not written ({exc})",
+                CifarnetWarning,
+                stacklevel=1,
+            )
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
         self.epoch, self.steps = epoch, max(steps, 1)
