@@ -18,10 +18,21 @@ SEED_LIMIT = 2**32 - 1
 INT_LIMIT = 2**31 - 1  # counts and sizes: what torch's int32 arguments take
 # a learning rate, or its scale for biases: their product stays finite in float32 (3.4e38)
 LR_LIMIT = 1e18
+# --dist-timeout: long enough for any real wait, short enough for a datetime.timedelta
+WEEK_SECONDS = 7 * 24 * 3600
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
 # one clear error rather than a TypeError deep inside torch or difflib.
-_STR_FIELDS = ("recipe", "dataset", "model", "device", "precision", "schedule", "runs_dir")
+_STR_FIELDS = (
+    "recipe",
+    "dataset",
+    "model",
+    "device",
+    "precision",
+    "schedule",
+    "runs_dir",
+    "backend",
+)
 _OPTIONAL_STR_FIELDS = ("data_dir", "name")
 _BOOL_FIELDS = (
     "nesterov",
@@ -30,6 +41,7 @@ _BOOL_FIELDS = (
     "flip",
     "deterministic",
     "download",
+    "sync_bn",
 )
 
 
@@ -57,6 +69,10 @@ def _number(value: Any) -> bool:
 
 def _positive_number(value: Any) -> bool:
     return _number(value) and math.isfinite(value) and value > 0
+
+
+def _timeout(value: Any) -> bool:
+    return _positive_number(value) and value <= WEEK_SECONDS
 
 
 def _positive_integer(value: Any) -> bool:
@@ -123,6 +139,11 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
     ),
     (("lr",), _positive_number, "{flag} must be a positive number, got {value!r}"),
     (
+        ("dist_timeout",),
+        _timeout,
+        "{flag} must be a number of seconds in (0, {week}], got {value!r}",
+    ),
+    (
         ("time_minutes",),
         _unset_or(_positive_number),
         "{flag} must be a positive number of minutes, got {value!r}",
@@ -186,5 +207,6 @@ def check_values(config: Any, flag_name: Callable[[str], str]) -> None:
                         seed=SEED_LIMIT,
                         int_limit=INT_LIMIT,
                         lr_limit=LR_LIMIT,
+                        week=WEEK_SECONDS,
                     )
                 )

@@ -27,6 +27,7 @@ DATASETS = ("cifar100", "cifar10")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("plateau", "cosine", "linear")
+BACKENDS = ("auto", "nccl", "gloo")
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,22 @@ class TrainConfig:
         help="Write last.pt (and a new best.pt) every N epochs and at the end; a stop signal "
         "still saves. Above 1 saves time on a fast GPU; a crash redoes up to N epochs.",
     )
+    backend: str = setting(
+        "auto",
+        help="Distributed runs (torchrun): the torch.distributed backend, auto (nccl on CUDA, "
+        "gloo on the CPU), nccl or gloo.",
+    )
+    sync_bn: bool = setting(
+        False,
+        help="Distributed runs: BatchNorm statistics over the global batch (SyncBatchNorm), "
+        "not over each process's share of it.",
+        flag="--sync-bn",
+    )
+    dist_timeout: float = setting(
+        60.0,
+        help="Distributed runs: seconds a process waits for the others (to start, or at a "
+        "collective) before it stops with an error.",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -188,6 +205,7 @@ class TrainConfig:
             ("dataset", DATASETS),
             ("precision", PRECISIONS),
             ("schedule", SCHEDULES),
+            ("backend", BACKENDS),
         ):
             if getattr(self, name) not in choices:
                 raise unknown_name(name, getattr(self, name), choices)

@@ -25,8 +25,12 @@ class BatchLoader:
         augment: Augment | None = None,
         shuffle: bool = False,
         drop_last: bool = False,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self.images, self.labels = images, labels
+        # (rank, processes) of a distributed run: each batch cut from `images` is the global
+        # batch, and this process takes its slice of it
+        self.rank, self.processes = share
         # drop_last: leave out an epoch's partial last batch (when there is a full one)
         self.drop_last = drop_last
         self.batch_size = batch_size
@@ -58,5 +62,8 @@ class BatchLoader:
             x = self.images[idx]
             if self.augment is not None:
                 assert generator is not None, "augmentation needs a generator"
+                # the whole global batch: the generator draws the same on every process
                 x = self.augment(x, generator)
-            yield self.normalize(x), self.labels[idx]
+            lo = len(idx) * self.rank // self.processes
+            hi = len(idx) * (self.rank + 1) // self.processes
+            yield self.normalize(x[lo:hi]), self.labels[idx[lo:hi]]
