@@ -87,16 +87,23 @@ def test_two_processes_with_sync_bn_train_as_one_with_the_same_global_batch(
     from cifarnet.training.trainer import train
 
     folder = _folder(tmp_path, cifar100_dir, SETTINGS)
+    # the Python API under torchrun (`train --nproc` tests run the command under it)
+    (folder / "api.py").write_text(
+        "import json, os, cifarnet\n"
+        "summary = cifarnet.train(**json.load(open('cfg.json')), sync_bn=True)\n"
+        "print(os.environ['RANK'], summary['run_dir'])\n"
+    )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cifarnet = ["-m", "cifarnet", "train", "--config", "cfg.json", "--sync-bn", "--quiet"]
     done = subprocess.run(
-        [*torchrun, "--nproc-per-node", "2", *cifarnet],
+        [*torchrun, "--nproc-per-node", "2", "api.py"],
         cwd=folder,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    # every process returns the summary of the one run
+    assert sorted(done.stdout.split("\n")[:2]) == ["0 runs/train", "1 runs/train"], done.stdout
     one = Path(
         train(
             resolve_config(
@@ -260,3 +267,39 @@ def _saved(config) -> str:
     path = Path(config.runs_dir).parent / "cfg.json"
     path.write_text(json.dumps(config.to_dict()))
     return str(path)
+
+
+def test_gloo_sync_batchnorm_on_one_process_is_batchnorm() -> None:
+    """Forward, gradients and running statistics of the CPU SyncBatchNorm against BatchNorm2d:
+    with one process the global batch is the local one."""
+    import copy
+
+    import torch
+    import torch.distributed as dist
+
+    from cifarnet.training.sync_batchnorm import GlooSyncBatchNorm, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=None), torch.nn.BatchNorm2d(3))
+    for bn in plain:
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    synced = convert_sync_batchnorm(copy.deepcopy(plain), cuda=False)
+    assert all(isinstance(m, GlooSyncBatchNorm) for m in synced)
+    x = torch.randn(8, 3, 5, 5) * 3 + 10  # a mean large against the spread
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        outputs = []
+        for model in (plain, synced):
+            xi = x.clone().requires_grad_()
+            for _ in range(2):  # the running statistics of two steps
+                y = model(xi)
+            (y * torch.arange(y.numel()).view_as(y).sin()).sum().backward()
+            outputs.append((y, xi.grad, model[0].weight.grad, model[1].bias.grad))
+    finally:
+        dist.destroy_process_group()
+    for a, b in zip(*outputs, strict=True):
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    for a, b in zip(plain.state_dict().values(), synced.state_dict().values(), strict=True):
+        assert torch.allclose(a.double(), b.double(), atol=1e-5)
+    assert plain.state_dict().keys() == synced.state_dict().keys()

@@ -289,7 +289,9 @@ def joined(config: TrainConfig) -> Iterator[Distributed]:
             yield context
         finally:
             if own_group:
-                dist.destroy_process_group()
+                # after a lost process the group may fail to close: the run's own error stands
+                with contextlib.suppress(RuntimeError):
+                    dist.destroy_process_group()
 
 
 def _init_process_group(backend: str, timeout: float, device: torch.device) -> None:
