@@ -126,9 +126,13 @@ def test_two_processes_with_sync_bn_train_as_one_with_the_same_global_batch(
     assert w2.keys() == w1.keys()  # the unwrapped model's names, BatchNorm's buffers
     for name in w1:
         assert (w2[name].double() - w1[name].double()).abs().max() <= WEIGHT_TOLERANCE, name
-    # its best.pt is any run's: it evaluates as usual
-    result = evaluate(two / "best.pt", device="cpu", data_dir=cifar100_dir)
-    assert result.count == 200
+    # its best.pt is any run's: it evaluates as usual, to the test figures of the processes'
+    # split test pass
+    result = evaluate(two / "best.pt", device="cpu", precision="fp32", data_dir=cifar100_dir)
+    summary = json.loads((two / "summary.json").read_text())
+    assert result.images == 200
+    assert abs(result.top1 - summary["test_top1"]) < 1e-9
+    assert abs(result.loss - summary["test_loss"]) < 1e-5
 
 
 def test_ctrl_c_stops_every_process_once_and_one_process_resumes(
