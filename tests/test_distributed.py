@@ -307,3 +307,22 @@ def test_gloo_sync_batchnorm_on_one_process_is_batchnorm() -> None:
     for a, b in zip(plain.state_dict().values(), synced.state_dict().values(), strict=True):
         assert torch.allclose(a.double(), b.double(), atol=1e-5)
     assert plain.state_dict().keys() == synced.state_dict().keys()
+
+
+def test_nproc_passes_the_command_on_to_torchruns_launcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cifarnet.training.launch as launch
+
+    calls = []
+    monkeypatch.setattr(launch, "launch", lambda *args: calls.append(args) or 130)
+    args = ["--nproc", "2", "--lr", "0.5", "--no-nesterov", "--sync-bn", "--resume", "x/last.pt"]
+    result = CliRunner().invoke(app, ["train", *args, "--quiet"])
+    assert result.exit_code == 130  # the run's own code
+    ((nproc, train_args, debug),) = calls
+    assert nproc == 2 and not debug
+    assert train_args == [
+        "--lr", "0.5", "--no-nesterov", "--sync-bn", "--resume", "x/last.pt", "--quiet"
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, ["train", "--nproc", "2", "--seeds", "0,1"])
+    assert "cannot be combined with --seeds" in one_line_failure(result)
