@@ -9,6 +9,9 @@ class CifarnetError(Exception):
     """A failure the user can act on. The message is one line that says what to do."""
 
     exit_code = 1
+    # In a distributed run every process meets most errors alike (a bad setting, a stop), and
+    # rank 0 alone reports them; an error of one process's own is reported by that process.
+    own_to_process = False
 
 
 class ConfigError(CifarnetError):
@@ -29,6 +32,14 @@ class DivergenceError(CifarnetError):
 
 class DeviceError(CifarnetError):
     """The requested device is absent or ran out of memory."""
+
+    own_to_process = True
+
+
+class DistributedError(CifarnetError):
+    """The processes of a distributed run could not all start, or lost one another."""
+
+    own_to_process = True
 
 
 class OutputError(CifarnetError):

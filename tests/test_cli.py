@@ -71,7 +71,7 @@ def test_train_has_an_option_for_every_setting_with_a_flag_and_no_other() -> Non
             assert spec.name not in options
         else:
             assert options.pop(spec.name) == spec.flag.split("/"), spec.name
-    assert sorted(options) == ["config", "debug", "quiet", "repeat", "resume", "seeds"]
+    assert sorted(options) == ["config", "debug", "nproc", "quiet", "repeat", "resume", "seeds"]
 
 
 def test_renamed_flags_and_the_data_folder_reach_the_config(captured: dict) -> None:

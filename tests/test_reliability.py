@@ -11,13 +11,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from conftest import TINY_MODEL
+from tiny_run import wait_for_rows
 from typer.testing import CliRunner
 
 import cifarnet.training.trainer as trainer_mod
@@ -190,25 +190,13 @@ def _spawn(folder: Path, cifar100_dir: Path, stderr: int = subprocess.PIPE) -> s
     )
 
 
-def _wait_for_rows(proc: subprocess.Popen, metrics: Path, rows: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if metrics.exists() and metrics.read_text().count("\n") > rows:  # header + rows
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"training ended early: {proc.communicate()}")
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail(f"training did not reach epoch {rows} in {timeout} s: {proc.communicate()}")
-
-
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_saves_prints_resume_command_and_exits(
     tmp_path: Path, cifar100_dir: Path, monkeypatch: pytest.MonkeyPatch, sig: int, code: int
 ) -> None:
     folder = tmp_path / "work"
     proc = _spawn(folder, cifar100_dir)
-    _wait_for_rows(proc, folder / "runs" / "train" / "metrics.csv", 1)
+    wait_for_rows(proc, folder / "runs" / "train" / "metrics.csv", 1)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
@@ -284,7 +272,7 @@ def test_kill_9_then_resume_gives_one_row_per_epoch(
     folder = tmp_path / "work"
     proc = _spawn(folder, cifar100_dir)
     run = folder / "runs" / "train"
-    _wait_for_rows(proc, run / "metrics.csv", 2)
+    wait_for_rows(proc, run / "metrics.csv", 2)
     proc.kill()
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL

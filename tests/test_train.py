@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from tiny_run import RUN_FILES
 
 import cifarnet
 from cifarnet.config.settings import TrainConfig
@@ -50,14 +51,7 @@ def test_tiny_run_writes_every_run_file(tiny_config: TrainConfig) -> None:
     summary = train(tiny_config, callbacks=rec)
     run = Path(summary["run_dir"])
     assert run == Path(tiny_config.runs_dir) / "train"
-    assert sorted(p.name for p in run.iterdir()) == [
-        "best.pt",
-        "config.json",
-        "last.pt",
-        "metrics.csv",
-        "results.png",
-        "summary.json",
-    ]
+    assert sorted(p.name for p in run.iterdir()) == RUN_FILES
     # 400 images - 100 held out for validation = 300, in batches of 64: 5 steps per epoch
     assert rec.info["train_images"] == 300 and rec.info["val_images"] == 100
     assert rec.epochs == [1, 2] and rec.steps == 10

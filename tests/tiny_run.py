@@ -3,7 +3,11 @@ per test session (about a second), then copied where a test needs its own runs/ 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -76,3 +80,25 @@ def one_image_folder(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (32, 32), (100, 20, 200)).save(folder / "a.png")
     return folder
+
+
+# what a finished run's folder holds (one stopped by a signal: all but summary.json)
+RUN_FILES = ["best.pt", "config.json", "last.pt", "metrics.csv", "results.png", "summary.json"]
+
+
+def wait_for_rows(proc: subprocess.Popen, metrics: Path, rows: int, timeout: float = 90) -> None:
+    """Wait until `proc`'s training has written `rows` rows to `metrics`; fail when it ends
+    first or `timeout` seconds pass (then killed, with its process group when it leads one:
+    the processes of a distributed run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_text().count("\n") > rows:  # header + rows
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    if os.getpgid(proc.pid) == proc.pid:
+        os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    pytest.fail(f"training did not reach epoch {rows} in {timeout} s: {proc.communicate()}")

@@ -75,6 +75,28 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
         console(stderr=True).print(f"[yellow]warning:[/] {escape(text)}", soft_wrap=True)
 
 
+def _secondary_rank() -> int | None:
+    """This process's rank when it is one of a distributed run's (torchrun's variables) other
+    than rank 0, which alone reports what every process meets alike."""
+    import os
+
+    rank = os.environ.get("RANK", "0") if "WORLD_SIZE" in os.environ else "0"
+    return int(rank) if rank.isdigit() and rank != "0" else None
+
+
+def _report(line: str, exc: BaseException) -> None:
+    """Print `line` on stderr, on a distributed run's rank 0, or on another rank for an error
+    of its own (prefixed with its rank)."""
+    rank = _secondary_rank()
+    if rank is not None:
+        if not getattr(exc, "own_to_process", False):
+            return
+        line = f"rank {rank}: {line}"
+    # a closed stderr loses the line, never the exit code
+    with contextlib.suppress(BrokenPipeError):
+        console(stderr=True).print(line, soft_wrap=True)
+
+
 @contextlib.contextmanager
 def handle_errors(
     debug: bool = False, abort_note: Callable[[], str] | None = None
@@ -87,7 +109,9 @@ def handle_errors(
     the line, never the exit code."""
     try:
         with warnings.catch_warnings(), _library_logs(shown=debug):
-            if not debug:
+            if _secondary_rank() is not None:
+                warnings.simplefilter("ignore")  # rank 0 shows the same warnings
+            elif not debug:
                 warnings.showwarning = _one_line_warning
             yield
     except CifarnetError as exc:
@@ -97,8 +121,7 @@ def handle_errors(
 
         # escaped: a message may hold brackets (paths, "pip install 'cifarnet[onnx]'") and
         # text from the files read (class names, file names), shown without control characters
-        with contextlib.suppress(BrokenPipeError):
-            console(stderr=True).print(f"[bold red]error:[/] {shown(exc)}", soft_wrap=True)
+        _report(f"[bold red]error:[/] {shown(exc)}", exc)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt as exc:
         # files are replaced atomically, so nothing is left half-written
@@ -106,8 +129,7 @@ def handle_errors(
 
         note = abort_note() if abort_note else ""
         note = f" ({shown(note)})" if note else ""
-        with contextlib.suppress(BrokenPipeError):
-            console(stderr=True).print(f"[bold red]aborted[/]{note}")
+        _report(f"[bold red]aborted[/]{note}", exc)
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None  # 143 for a second SIGTERM
 
 

@@ -7,6 +7,7 @@ overrides nothing, so the recipe's and the --config file's values stand (see res
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -79,6 +80,16 @@ def train(
         int | None,
         typer.Option(help="As --seeds, with N seeds from --seed on.", show_default=False),
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            help="Train on N processes of this machine (one per GPU; on CPUs, the cores "
+            "shared out), started as torchrun --standalone --nproc-per-node N would; "
+            "--batch-size stays the global batch.",
+            show_default=False,
+            min=1,
+        ),
+    ] = None,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
     **settings: Any,
@@ -100,6 +111,13 @@ def train(
             return "the last saved checkpoint is intact"
         return "no checkpoint had been saved yet"
 
+    if nproc is not None:
+        _launch(nproc, given, resume, config, seeds is not None or repeat is not None, quiet, debug)
+        return
+    if "WORLD_SIZE" in os.environ and not debug:
+        # a process of a distributed run (torchrun's variables): torch's C++ side logs each
+        # failed connection attempt, traceback and all, where one error line says it
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     with handle_errors(debug, abort_note=abort_note):
         from cifarnet.config.settings import read_config_file, resolve_config
 
@@ -124,3 +142,45 @@ def train(
             run_training(train_config, resume=resume, overrides=overrides, callbacks=callbacks)
         finally:
             callbacks.close()
+
+
+def _launch(
+    nproc: int,
+    given: dict[str, Any],
+    resume: Path | None,
+    config: Path | None,
+    several_seeds: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """`train --nproc N`: the same command, less --nproc, on N processes (training/launch.py);
+    they report their own errors, and the command exits with their code."""
+    with handle_errors(debug):
+        from cifarnet.errors import ConfigError
+
+        if several_seeds:
+            raise ConfigError("--nproc trains one run: it cannot be combined with --seeds/--repeat")
+        if "WORLD_SIZE" in os.environ:
+            raise ConfigError("--nproc starts its own processes: leave it out under torchrun")
+        from cifarnet.training.launch import launch
+
+        args = _as_flags(given)
+        args += ["--resume", str(resume)] if resume is not None else []
+        args += ["--config", str(config)] if config is not None else []
+        args += ["--quiet"] * quiet + ["--debug"] * debug
+        code = launch(nproc, args, debug)
+    if code:
+        raise typer.Exit(code)
+
+
+def _as_flags(given: dict[str, Any]) -> list[str]:
+    """The settings the user gave, as the flags that give them."""
+    specs = {spec.name: spec for spec in setting_specs()}
+    args = []
+    for name, value in given.items():
+        flags = specs[name].flag.split("/")  # type: ignore[union-attr]
+        if isinstance(value, bool):
+            args += [flags[0]] if value else flags[1:]  # a one-sided flag is off when absent
+        else:
+            args += [flags[0], str(value)]
+    return args

@@ -22,6 +22,8 @@ LR_LIMIT = 1e18
 # MAGNITUDE_BINS)
 RANDAUGMENT_MAX_N = 14
 RANDAUGMENT_MAX_M = 30
+# --dist-timeout: long enough for any real wait, short enough for a datetime.timedelta
+WEEK_SECONDS = 7 * 24 * 3600
 
 # Checked before the values themselves, so that a config file's "seed": "x" or "recipe": 5 is
 # one clear error rather than a TypeError deep inside torch or difflib.
@@ -34,6 +36,7 @@ _STR_FIELDS = (
     "schedule",
     "augment",
     "runs_dir",
+    "backend",
 )
 _OPTIONAL_STR_FIELDS = ("data_dir", "name")
 _BOOL_FIELDS = (
@@ -44,6 +47,7 @@ _BOOL_FIELDS = (
     "deterministic",
     "download",
     "sam_adaptive",
+    "sync_bn",
 )
 
 
@@ -71,6 +75,10 @@ def _number(value: Any) -> bool:
 
 def _positive_number(value: Any) -> bool:
     return _number(value) and math.isfinite(value) and value > 0
+
+
+def _timeout(value: Any) -> bool:
+    return _positive_number(value) and value <= WEEK_SECONDS
 
 
 def _positive_integer(value: Any) -> bool:
@@ -148,6 +156,11 @@ _VALUE_CHECKS: tuple[tuple[tuple[str, ...], Callable[[Any], bool], str], ...] = 
         "{flag} must be a positive integer, got {value!r}",
     ),
     (("lr",), _positive_number, "{flag} must be a positive number, got {value!r}"),
+    (
+        ("dist_timeout",),
+        _timeout,
+        "{flag} must be a number of seconds in (0, {week}], got {value!r}",
+    ),
     (
         ("time_minutes",),
         _unset_or(_positive_number),
@@ -227,6 +240,7 @@ def check_values(config: Any, flag_name: Callable[[str], str]) -> None:
                         lr_limit=LR_LIMIT,
                         n_max=RANDAUGMENT_MAX_N,
                         m_max=RANDAUGMENT_MAX_M,
+                        week=WEEK_SECONDS,
                     )
                 )
 

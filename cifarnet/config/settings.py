@@ -29,6 +29,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("plateau", "cosine", "linear")
 # the batch augmentation policies of data/policies.py (named here: the settings import no torch)
 POLICIES = ("none", "autoaugment", "randaugment", "trivialaugment")
+BACKENDS = ("auto", "nccl", "gloo")
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,22 @@ class TrainConfig:
         help="Write last.pt (and a new best.pt) every N epochs and at the end; a stop signal "
         "still saves. Above 1 saves time on a fast GPU; a crash redoes up to N epochs.",
     )
+    backend: str = setting(
+        "auto",
+        help="Distributed runs (torchrun): the torch.distributed backend, auto (nccl on CUDA, "
+        "gloo on the CPU), nccl or gloo.",
+    )
+    sync_bn: bool = setting(
+        False,
+        help="Distributed runs: BatchNorm statistics over the global batch (SyncBatchNorm), "
+        "not over each process's share of it.",
+        flag="--sync-bn",
+    )
+    dist_timeout: float = setting(
+        60.0,
+        help="Distributed runs: seconds a process waits for the others (to start, or at a "
+        "collective) before it stops with an error.",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -218,6 +235,7 @@ class TrainConfig:
             ("precision", "precision", PRECISIONS),
             ("schedule", "schedule", SCHEDULES),
             ("augment", "augmentation policy", POLICIES),
+            ("backend", "backend", BACKENDS),
         ):
             if getattr(self, name) not in choices:
                 raise unknown_name(kind, getattr(self, name), choices)

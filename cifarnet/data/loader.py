@@ -31,8 +31,12 @@ class BatchLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         policy: SeededPolicy | None = None,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self.images, self.labels = images, labels
+        # (rank, processes) of a distributed run: each batch cut from `images` is the global
+        # batch, and this process takes its slice of it
+        self.rank, self.processes = share
         # drop_last: leave out an epoch's partial last batch (when there is a full one)
         self.drop_last = drop_last
         self.batch_size = batch_size
@@ -67,7 +71,10 @@ class BatchLoader:
             x = self.images[idx]
             if self.augment is not None:
                 assert generator is not None, "augmentation needs a generator"
+                # the whole global batch: the generator draws the same on every process
                 x = self.augment(x, generator)
             if self.policy is not None:
                 x = self.policy(x, epoch, i + 1)  # step i + 1, as the trainer counts
-            yield self.normalize(x), self.labels[idx]
+            lo = len(idx) * self.rank // self.processes
+            hi = len(idx) * (self.rank + 1) // self.processes
+            yield self.normalize(x[lo:hi]), self.labels[idx[lo:hi]]

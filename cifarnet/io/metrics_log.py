@@ -31,14 +31,21 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 class MetricsLog:
-    def __init__(self, path: str | os.PathLike) -> None:
+    """A run's metrics.csv; `enabled` False (a distributed run's processes other than rank 0)
+    writes nothing."""
+
+    def __init__(self, path: str | os.PathLike, enabled: bool = True) -> None:
         self.path = Path(path)
+        self.enabled = enabled
 
     def rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Replace the file with exactly these rows (header only when empty), atomically."""
-        write_csv(rows, self.path, COLUMNS)
+        if self.enabled:
+            write_csv(rows, self.path, COLUMNS)
 
     def append(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         text = _frame([row]).to_csv(index=False, header=False)
         with open(self.path, "a") as f:
             f.write(text)

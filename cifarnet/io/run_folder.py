@@ -24,9 +24,11 @@ from cifarnet.io.stale import sweep
 
 @dataclass
 class RunPaths:
-    """The files of the run in `folder`."""
+    """The files of the run in `folder`. `writes` is False on the processes of a distributed
+    run other than rank 0: they know rank 0's folder, and write nothing into it."""
 
     folder: Path
+    writes: bool = True
 
     @property
     def config(self) -> Path:
@@ -91,7 +93,7 @@ def remove_unfinished_run(paths: RunPaths) -> bool:
     (config.json, an empty metrics.csv, ...) and its folder, so that the newest-run default of
     `evaluate` and the numbering of later runs are as if it had never started. A folder that
     holds anything else is left; True when the folder is gone."""
-    if paths.last.exists() or paths.best.exists():
+    if not paths.writes or paths.last.exists() or paths.best.exists():
         return False
     for path in (paths.config, paths.metrics, paths.plot, paths.summary):
         with contextlib.suppress(FileNotFoundError):
@@ -107,6 +109,8 @@ def remove_unfinished_run(paths: RunPaths) -> bool:
 def write_config(paths: RunPaths, settings: dict[str, Any], meta: dict[str, Any]) -> None:
     """config.json: the run's settings (TrainConfig.to_dict()) and a "_meta" block: the
     versions, the command line, then `meta` (device, precision, data source, image counts...)."""
+    if not paths.writes:
+        return
     payload = {
         **settings,
         "_meta": {**versions(), "command": shlex.join(sys.argv), **meta},
@@ -116,14 +120,15 @@ def write_config(paths: RunPaths, settings: dict[str, Any], meta: dict[str, Any]
 
 def write_summary(paths: RunPaths, summary: dict[str, Any]) -> None:
     """summary.json: the finished run's numbers."""
-    _write_json(paths.summary, summary)
+    if paths.writes:
+        _write_json(paths.summary, summary)
 
 
 def write_plot(paths: RunPaths, history: list[dict[str, Any]]) -> None:
     """results.png from the metrics rows so far; nothing before the first epoch ends."""
     from cifarnet.io.plots import plot_history
 
-    if history:
+    if history and paths.writes:
         plot_history(history, paths.plot)
 
 

@@ -39,6 +39,8 @@ class CheckpointWriter:
     def save_best(self, progress: Progress, write: bool = True) -> None:
         """best.pt: the weights validation measured (copies: training goes on changing them).
         `write=False` keeps them in memory until the next save_last (--save-every)."""
+        if not self.paths.writes:
+            return
         eval_model = self.optim.eval_model
         state = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
         self._pending_best = best_payload(**self._shared(state, progress))
@@ -83,7 +85,10 @@ class CheckpointWriter:
         order: torch.Tensor | None = None,
     ) -> None:
         """last.pt: the raw weights and every training state; `generator` and `order` (the
-        epoch's shuffling) when saved mid-epoch. best.pt kept in memory is written first."""
+        epoch's shuffling) when saved mid-epoch. best.pt kept in memory is written first.
+        Nothing on a process that does not write the run folder."""
+        if not self.paths.writes:
+            return
         self.write_pending_best()
         o = self.optim
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

@@ -5,6 +5,7 @@ schedule, loss scaler, weight average (EMA) and compiled forms."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +43,28 @@ class TrainData:
     source: str  # the absolute folder the data was read from
     train_count: int
     val_count: int
+    test_count: int  # the whole test set's, when each process holds a part of it
 
 
-def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallbacks) -> TrainData:
+def _shard(
+    images: torch.Tensor, labels: torch.Tensor, share: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's contiguous part of an evaluation set: `share` is (rank, processes)."""
+    rank, processes = share
+    return images.tensor_split(processes)[rank], labels.tensor_split(processes)[rank]
+
+
+def prepare_data(
+    config: TrainConfig,
+    runtime: Runtime,
+    callbacks: TrainCallbacks,
+    share: tuple[int, int] = (0, 1),
+) -> TrainData:
     """Load the dataset, split off validation (and take the subset), and move the images to
-    the device once as uint8; batches are cut, augmented and normalised there."""
+    the device once as uint8; batches are cut, augmented and normalised there. `share`
+    (rank, processes) of a distributed run: each process trains on its slice of every global
+    batch (full batches only, so that the slices are equal) and evaluates its part of the
+    validation and test sets."""
     c, dev = config, runtime.device
     policy = training_policy(c)  # before the data: a setting it cannot serve fails first
     callbacks.on_status(f"loading {c.dataset}")
@@ -66,21 +84,19 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
         Augment(c.crop_padding, c.flip, c.cutout),
         shuffle=True,
         # compiled: full batches only, one shape (compiling.py)
-        drop_last=uses_compile(c, runtime),
+        drop_last=uses_compile(c, runtime) or share[1] > 1,
         policy=policy,
+        share=share,
     )
+    val_images, val_labels = _shard(data.train_images[val_idx], data.train_labels[val_idx], share)
     val_loader = (
-        BatchLoader(
-            data.train_images[val_idx].to(dev),
-            data.train_labels[val_idx].to(dev),
-            c.eval_batch_size,
-            normalize,
-        )
+        BatchLoader(val_images.to(dev), val_labels.to(dev), c.eval_batch_size, normalize)
         if len(val_idx)
         else None
     )
+    test_images, test_labels = _shard(data.test_images, data.test_labels, share)
     test_loader = BatchLoader(
-        data.test_images.to(dev), data.test_labels.to(dev), c.eval_batch_size, normalize
+        test_images.to(dev), test_labels.to(dev), c.eval_batch_size, normalize
     )
     return TrainData(
         train_loader,
@@ -92,6 +108,7 @@ def prepare_data(config: TrainConfig, runtime: Runtime, callbacks: TrainCallback
         source,
         len(train_idx),
         len(val_idx),
+        len(data.test_labels),
     )
 
 
@@ -133,10 +150,16 @@ class Optimisation:
 
 
 def prepare_model(
-    model: nn.Module, config: TrainConfig, runtime: Runtime, data: TrainData, fresh: bool
+    model: nn.Module,
+    config: TrainConfig,
+    runtime: Runtime,
+    data: TrainData,
+    fresh: bool,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
 ) -> Optimisation:
     """Move `model` to the device (a `fresh` one, not resumed, first initialises its whitening
-    from the training images) and build what trains it."""
+    from the training images) and build what trains it. `wrap`: the training forward pass
+    around `model` (a distributed run's DistributedDataParallel), compiled when compiling."""
     c, rt = config, runtime
     # again: training's own draws (dropout, the whitening sample) then start from the seed,
     # however many the set-up since the model's initialisation made
@@ -153,7 +176,8 @@ def prepare_model(
     scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
     ema = Ema(model, c.ema_decay) if c.ema_decay > 0 else None
     use_compile = uses_compile(c, rt)
-    forward_model = compile_model(model) if use_compile else model
+    trained = wrap(model) if wrap is not None else model
+    forward_model = compile_model(trained) if use_compile else trained
     eval_model = ema.module if ema is not None else model
     if ema is None:
         eval_forward = forward_model

@@ -3,7 +3,7 @@ numbers (as tensors on the device, to avoid host syncs), never print and never t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -84,11 +84,13 @@ def evaluate(
     keep_logits: bool = False,
     tta_flip: bool = False,
     pad_to: int | None = None,
+    all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
     """Loss (mean cross-entropy, no smoothing), top-1 and top-5 over all batches.
     With tta_flip the logits are the mean of the image's and its mirror's. `pad_to`: a shorter
     batch is padded to that size (for a compiled model: one shape) and the padding's outputs
-    dropped."""
+    dropped. `all_sum`: adds the sums over the processes of a distributed run, each of which
+    evaluated its part of the images (the logits kept are this process's own)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=runtime.device)
@@ -114,12 +116,18 @@ def evaluate(
                 kept.append(logits.cpu())
     finally:
         model.train(was_training)
-    if count == 0:
+    # (loss sum, top-1 hits, top-5 hits, images): float64 counts stay exact
+    sums = torch.stack([loss_sum.double(), hits1.double(), hits5.double()])
+    sums = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=sums.device)])
+    if all_sum is not None:
+        sums = all_sum(sums)
+    total_loss, total1, total5, total = sums.tolist()
+    if total == 0:
         return EvalResult(float("nan"), float("nan"), float("nan"), 0)
     return EvalResult(
-        loss=loss_sum.item() / count,
-        top1=100.0 * hits1.item() / count,
-        top5=100.0 * hits5.item() / count,
-        count=count,
+        loss=total_loss / total,
+        top1=100.0 * total1 / total,
+        top5=100.0 * total5 / total,
+        count=int(total),
         logits=torch.cat(kept) if keep_logits else None,
     )

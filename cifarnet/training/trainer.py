@@ -15,6 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -41,13 +42,14 @@ from cifarnet.runtime.device import Runtime, out_of_memory_as, resolve_runtime, 
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.checkpoints import CheckpointWriter
 from cifarnet.training.compiling import compile_shapes
+from cifarnet.training.distributed import Distributed, joined
 from cifarnet.training.divergence import check_weights, diverged
 from cifarnet.training.failures import removed_if_unfinished
 from cifarnet.training.optim import LrSchedule, progress_fraction
 from cifarnet.training.report import config_meta, epoch_row, run_summary, start_info, stop_message
 from cifarnet.training.resume_data import check_same_training_data
 from cifarnet.training.sam import check_sam_precision
-from cifarnet.training.setup import TrainData, prepare_data, prepare_model
+from cifarnet.training.setup import Optimisation, TrainData, prepare_data, prepare_model
 from cifarnet.training.signals import SIGPIPE, OutputGuard, StopFlag
 from cifarnet.training.state import (
     EpochSums,
@@ -58,7 +60,6 @@ from cifarnet.training.state import (
     resumed_config,
 )
 from cifarnet.training.step import EvalResult, evaluate, train_step
-from cifarnet.training.tensorboard import with_tensorboard
 
 
 def train(
@@ -79,15 +80,20 @@ def train(
     callbacks = callbacks or TrainCallbacks()
     if resume is not None and config is not None:
         raise TypeError("a resumed run uses its own config: pass overrides, not a TrainConfig")
+    checkpoint = None
     if resume is not None:
-        return Trainer.resume(resume, {**settings, **(overrides or {})}, callbacks).run()
-    if config is None:
+        config, checkpoint = resumed_config(resume, {**settings, **(overrides or {})})
+    elif config is None:
         config = resolve_config(settings)
     elif settings:
         raise TypeError("pass either a TrainConfig or settings as keywords, not both")
-    if overrides:
+    if overrides and resume is None:
         config = config.replace(**overrides)
-    return Trainer(config, callbacks).run()
+    # under torchrun, this process's part of a distributed run (distributed.py)
+    with joined(config) as dist:
+        if resume is None:
+            return Trainer(config, callbacks, dist=dist).run()
+        return Trainer.resume(resume, config, checkpoint, callbacks, dist).run()
 
 
 def _counted(
@@ -110,18 +116,58 @@ def _load_data(
     callbacks: TrainCallbacks,
     checkpoint: dict[str, Any] | None,
     resume_path: Path | None,
+    dist: Distributed,
 ) -> TrainData:
-    """The run's data. A new run's --runs-dir is checked first (a run that could not be saved
-    is refused before the data is loaded, as is --sam at fp16); a resumed run's data must be
-    what last.pt was trained on."""
+    """The run's data (this process's share of it). A new run's --runs-dir is checked first (a
+    run that could not be saved is refused before the data is loaded, as is --sam at fp16); a
+    resumed run's data must be what last.pt was trained on, and every process's the same."""
     if checkpoint is None:
         check_runs_dir(config.runs_dir)
     if config.sam is not None:
         check_sam_precision(runtime.precision)
-    data = prepare_data(config, runtime, callbacks)
+    data = prepare_data(config, runtime, callbacks, (dist.rank, dist.world_size))
     if checkpoint is not None:
         check_same_training_data(checkpoint, data.info, data.source, resume_path)
+    dist.check_same_data(data.info.get("train_fingerprint"), config.dataset)
     return data
+
+
+def _evaluate(
+    optim: Optimisation,
+    runtime: Runtime,
+    loader: BatchLoader,
+    dist: Distributed,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """An evaluation pass of the weights rank 0 holds over `loader` (this process's part of
+    the images); `progress(done, total)` told after each batch."""
+    dist.broadcast_model(optim.eval_model)
+    batches = _counted(loader.batches(), len(loader.labels), progress)
+    with out_of_memory_as(
+        f"out of memory on {runtime.device} while evaluating batches of "
+        f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
+    ):
+        # compiled: evaluation batches padded to one shape
+        pad_to = loader.batch_size if optim.compiled else None
+        return evaluate(optim.eval_forward, batches, runtime, pad_to=pad_to, all_sum=dist.sum)
+
+
+def _load_best(paths: RunPaths, model: torch.nn.Module) -> None:
+    """The weights of the run's best.pt, when it has one, into `model`."""
+    if paths.best.exists():
+        model.load_state_dict(SavedRun(load_checkpoint(paths.best)).state_dict)
+
+
+def _append_row(metrics: MetricsLog, row: dict[str, Any]) -> None:
+    """Append the epoch's row to metrics.csv; a failure is one line saying how to repair it."""
+    try:
+        metrics.append(row)
+    except OSError as exc:
+        raise OutputError(
+            f"could not append epoch {row['epoch']} to {metrics.path}: "
+            f"{exc.strerror or exc}; last.pt holds every row, and resuming from it "
+            "rewrites the file"
+        ) from None
 
 
 class Trainer:
@@ -134,13 +180,14 @@ class Trainer:
         callbacks: TrainCallbacks,
         folder: Path | None = None,
         checkpoint: dict[str, Any] | None = None,
+        dist: Distributed | None = None,
     ) -> None:
         if config.data_dir is not None:
             # stored absolute, so `evaluate` finds the run's data from any folder
             config = config.replace(data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
-        self.config = config
+        self.config, self.dist = config, dist or Distributed()
         self.stop = StopFlag()
-        self.callbacks = OutputGuard(with_tensorboard(callbacks, config), self.stop)
+        self.callbacks = OutputGuard(self.dist.callbacks(callbacks, config), self.stop)
         # fail on a bad model name or kwargs before loading data or creating folders; seeded
         # first, so that the initial weights depend on --seed alone
         self.num_classes = get_spec(config.dataset).num_classes
@@ -149,18 +196,23 @@ class Trainer:
         if config.zero_init_residual:
             zero_init_residual(self.model)
         self.runtime = resolve_runtime(config.device, config.precision)
+        self.model = self.dist.prepare(self.model, config, self.runtime.device)  # --sync-bn
         self._folder = folder
         self._checkpoint = checkpoint
         self._resume_path: Path | None = None
 
     @classmethod
     def resume(
-        cls, path: str | os.PathLike, overrides: dict[str, Any], callbacks: TrainCallbacks
+        cls,
+        path: str | os.PathLike,
+        config: TrainConfig,
+        ckpt: dict[str, Any],
+        callbacks: TrainCallbacks,
+        dist: Distributed,
     ) -> Trainer:
-        """A trainer that continues the run of `path` (a last.pt) with `overrides` applied;
-        settings in FIXED_ON_RESUME cannot change."""
-        config, ckpt = resumed_config(path, overrides)
-        trainer = cls(config, callbacks, folder=Path(path).parent, checkpoint=ckpt)
+        """A trainer that continues the run of `path` (a last.pt, loaded as `ckpt`) with its
+        `config` (from `resumed_config`)."""
+        trainer = cls(config, callbacks, folder=Path(path).parent, checkpoint=ckpt, dist=dist)
         trainer._resume_path = Path(path)
         load_weights(trainer.model, ckpt, path, config.model)
         return trainer
@@ -193,9 +245,10 @@ class Trainer:
     def _start(self) -> None:
         """Data, model and optimizer set up, a resumed run's state restored, the run folder
         (a new one, or the resumed run's) holding config.json and the metrics so far."""
-        c, rt = self.config, self.runtime
-        self.data = _load_data(c, rt, self.callbacks, self._checkpoint, self._resume_path)
-        self.optim = prepare_model(self.model, c, rt, self.data, fresh=self._checkpoint is None)
+        c, rt, dist = self.config, self.runtime, self.dist
+        self.data = _load_data(c, rt, self.callbacks, self._checkpoint, self._resume_path, dist)
+        wrap = partial(dist.wrap, device=rt.device)
+        self.optim = prepare_model(self.model, c, rt, self.data, self._checkpoint is None, wrap)
         self.schedule = LrSchedule(c, self.optim.optimizer, self.optim.plateau)
         self.progress, self.history = Progress(), []
         self._resume_data_state: dict[str, Any] | None = None
@@ -203,9 +256,11 @@ class Trainer:
             restored = restore_state(self._checkpoint, self.model, self.optim, self._resume_path)
             self.progress, self.history = restored.progress, restored.history
             self._resume_data_state = restored.data_state
-            self.paths = RunPaths(self._folder)
+            self.paths = RunPaths(self._folder, writes=dist.is_main)
         else:
-            self.paths = RunPaths(new_run_folder(c.runs_dir, c.name or "train"))
+            folder = dist.on_main(lambda: new_run_folder(c.runs_dir, c.name or "train"))
+            self.paths = RunPaths(folder, writes=dist.is_main)
+        dist.seed(c.seed, self.progress.global_step)
         if self.optim.compiled:  # every shape the run uses, compiled apart from its training
             self.progress.compile_seconds += compile_shapes(
                 self.model, self.optim, rt, c, self.callbacks
@@ -213,7 +268,7 @@ class Trainer:
         self.checkpoints = CheckpointWriter(
             self.paths, c, self.num_classes, self.data.info, self.model, self.optim
         )
-        self.metrics = MetricsLog(self.paths.metrics)
+        self.metrics = MetricsLog(self.paths.metrics, enabled=dist.is_main)
         self.metrics.rewrite(self.history)  # a resumed run's CSV matches its checkpoint exactly
         self._parameters = parameters = count_parameters(self.model)
         compiled = self.optim.compiled
@@ -234,8 +289,10 @@ class Trainer:
             loader, self.runtime.device, self.config.seed, epoch, start, saved_order
         )
         self.callbacks.on_epoch_start(epoch, steps)
-        sums = EpochSums.start(p.partial, self.runtime.device)
-        # reading the loss waits for the device: on a GPU only every 25 steps
+        sums = EpochSums.start(self.dist.share(p.partial), self.runtime.device)
+        totals = sums  # the epoch's sums over every process, as of the last sync point
+        # reading the loss waits for the device: on a GPU only every 25 steps; a distributed
+        # run decides whether to stop there only, where its processes agree
         sync_every = 1 if self.runtime.device.type == "cpu" else 25
         self.optim.forward_model.train()
         t_loop = time.perf_counter()
@@ -248,18 +305,22 @@ class Trainer:
             p.elapsed_seconds += now - t_loop
             sums.seconds += now - t_loop
             t_loop = now
-            if step % sync_every == 0 or step == steps:
-                self._report_step(epoch, step, steps, sums, lr)
+            synced = step % sync_every == 0 or step == steps
+            if synced:
+                totals = self._report_step(epoch, step, steps, sums, lr)
+            if self.dist.enabled and not synced:
+                continue
             if self.stop.signal_number is not None and step < steps:
                 check_weights(self.model, f"epoch {epoch}, step {step}", lr, p)
-                p.step_in_epoch, p.partial = step, sums.partial()
+                p.step_in_epoch, p.partial = step, totals.partial()
                 self._interrupt(generator, order)
             if self._finished():
                 break
         lr = self.schedule.set_lr(p, steps)
-        train_stats = sums.means()
+        train_stats = totals.means()
         check_weights(self.model, f"the end of epoch {epoch}", lr, p)
-        self._end_epoch(epoch, sums, train_stats, lr)
+        self._end_epoch(epoch, totals, train_stats, lr)
+        self.dist.reduce_step(sums, p, self.stop)  # every process's clock and stop, agreed
         stop = self.stop.signal_number
         # a closed output after the last epoch loses nothing: the run ends as usual, silently
         if stop is not None and not (stop == SIGPIPE and self._finished()):
@@ -285,13 +346,18 @@ class Trainer:
         sums.add(result)
         self.progress.global_step += 1
 
-    def _report_step(self, epoch: int, step: int, steps: int, sums: EpochSums, lr: float) -> None:
-        """Check the epoch's loss so far and tell `on_step` the running numbers."""
-        loss_value = sums.loss_sum.item()
+    def _report_step(
+        self, epoch: int, step: int, steps: int, sums: EpochSums, lr: float
+    ) -> EpochSums:
+        """At a sync point: check the epoch's loss so far (over every process) and tell
+        `on_step` the running numbers; returns the epoch's sums over every process."""
+        totals = self.dist.reduce_step(sums, self.progress, self.stop)
+        loss_value = totals.loss_sum.item()
         if not math.isfinite(loss_value):
             raise diverged(f"loss is {loss_value} at epoch {epoch}, step {step}", lr, self.progress)
-        stats = sums.step_stats(loss_value, lr, self.progress.elapsed_seconds)
+        stats = totals.step_stats(loss_value, lr, self.progress.elapsed_seconds)
         self.callbacks.on_step(step, steps, stats)
+        return totals
 
     def _end_epoch(
         self, epoch: int, sums: EpochSums, train_stats: tuple[float, float], lr: float
@@ -299,7 +365,8 @@ class Trainer:
         """Validate, step the plateau schedule, save the checkpoints and append the row."""
         p = self.progress
         t0 = time.perf_counter()
-        val = self._evaluate(self.data.val_loader) if self.data.val_loader is not None else None
+        o, rt, dist, val_loader = self.optim, self.runtime, self.dist, self.data.val_loader
+        val = _evaluate(o, rt, val_loader, dist) if val_loader is not None else None
         # the write-up divides the lr by 10 when validation error stops improving;
         # without a validation split the training loss is watched instead
         self.schedule.end_epoch(100.0 - val.top1 if val is not None else train_stats[0])
@@ -319,28 +386,8 @@ class Trainer:
         )
         p.elapsed_seconds += time.perf_counter() - t_save
         p.epoch_end_seconds = time.perf_counter() - t0
-        try:
-            self.metrics.append(row)
-        except OSError as exc:
-            raise OutputError(
-                f"could not append epoch {epoch} to {self.paths.metrics}: "
-                f"{exc.strerror or exc}; last.pt holds every row, and resuming from it "
-                "rewrites the file"
-            ) from None
+        _append_row(self.metrics, row)
         self.callbacks.on_epoch_end(row)
-
-    def _evaluate(
-        self, loader: BatchLoader, progress: Callable[[int, int], None] | None = None
-    ) -> EvalResult:
-        """An evaluation pass over `loader`; `progress(done, total)` told after each batch."""
-        batches = _counted(loader.batches(), len(loader.labels), progress)
-        with out_of_memory_as(
-            f"out of memory on {self.runtime.device} while evaluating batches of "
-            f"{loader.batch_size}; set a smaller eval_batch_size in a --config file"
-        ):
-            # compiled: evaluation batches padded to one shape
-            pad_to = loader.batch_size if self.optim.compiled else None
-            return evaluate(self.optim.eval_forward, batches, self.runtime, pad_to=pad_to)
 
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""
@@ -354,15 +401,15 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         """Evaluate the final model on the test set; write and return the summary."""
         write_plot(self.paths, self.history)  # before the test pass: a failure there keeps it
-        test_images = len(self.data.test_loader.labels)
+        test_images = self.data.test_count
         self.callbacks.on_status(f"evaluating on the test set ({test_images:,} images)")
         validated = self.data.val_loader is not None
         # the final model: best by validation top-1, or the last epoch without a validation split
-        if validated and self.paths.best.exists():
-            best = load_checkpoint(self.paths.best)
-            self.optim.eval_model.load_state_dict(SavedRun(best).state_dict)
+        if validated:  # read by rank 0, whose weights _evaluate shares
+            self.dist.on_main(partial(_load_best, self.paths, self.optim.eval_model))
         t0 = time.perf_counter()
-        test = self._evaluate(self.data.test_loader, self.callbacks.on_test_progress)
+        o, rt, dist = self.optim, self.runtime, self.dist
+        test = _evaluate(o, rt, self.data.test_loader, dist, self.callbacks.on_test_progress)
         test_seconds = time.perf_counter() - t0
         c, rt, p, parameters = self.config, self.runtime, self.progress, self._parameters
         summary = run_summary(
