@@ -62,6 +62,19 @@ def _start(folder: Path, *args: str, env: dict | None = None) -> subprocess.Pope
     )
 
 
+def _torchrun_script(folder: Path) -> None:
+    """Run `folder`/api.py as the 2 processes of a run started by torchrun; they must succeed."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    done = subprocess.run(
+        [*torchrun, "--nproc-per-node", "2", "api.py"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def _error_lines(err: str) -> list[str]:
     assert "Traceback" not in err, err
     return [line for line in err.splitlines() if "error:" in line]
@@ -91,19 +104,12 @@ def test_two_processes_with_sync_bn_train_as_one_with_the_same_global_batch(
     (folder / "api.py").write_text(
         "import json, os, cifarnet\n"
         "summary = cifarnet.train(**json.load(open('cfg.json')), sync_bn=True)\n"
-        "print(os.environ['RANK'], summary['run_dir'])\n"
+        # one file per process: the processes share one stdout, where lines can interleave
+        "open(f\"rank{os.environ['RANK']}.txt\", 'w').write(summary['run_dir'])\n"
     )
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    done = subprocess.run(
-        [*torchrun, "--nproc-per-node", "2", "api.py"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    _torchrun_script(folder)
     # every process returns the summary of the one run
-    assert sorted(done.stdout.split("\n")[:2]) == ["0 runs/train", "1 runs/train"], done.stdout
+    assert [(folder / f"rank{r}.txt").read_text() for r in (0, 1)] == ["runs/train"] * 2
     one = Path(
         train(
             resolve_config(
@@ -157,6 +163,34 @@ def test_ctrl_c_stops_every_process_once_and_one_process_resumes(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert [r["epoch"] for r in _rows(run)] == list(range(1, done + 2))
+
+
+def test_a_signal_one_process_gets_just_after_a_sync_point_stops_all_at_the_next(
+    tmp_path: Path, cifar100_dir: Path
+) -> None:
+    folder = _folder(tmp_path, cifar100_dir, SETTINGS)
+    # rank 0 alone signals itself, from on_step: after step 2's sync point, before the check
+    # for a stop; acting on it there would leave rank 1 alone at step 3's all_reduce
+    (folder / "api.py").write_text(
+        "import json, os, signal, cifarnet\n"
+        "from cifarnet.training.callbacks import TrainCallbacks\n"
+        "from cifarnet.errors import TrainingInterrupted\n"
+        "class Signal(TrainCallbacks):\n"
+        "    def on_step(self, step, steps, stats):\n"
+        "        if step == 2:\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "try:\n"
+        "    cifarnet.train(**json.load(open('cfg.json')), callbacks=Signal())\n"
+        "except TrainingInterrupted as stop:\n"
+        "    open(f\"rank{os.environ['RANK']}.txt\", 'w').write(stop.checkpoint)\n"
+    )
+    _torchrun_script(folder)
+    last = folder / "runs" / "train" / "last.pt"
+    assert [(folder / f"rank{r}.txt").read_text() for r in (0, 1)] == ["runs/train/last.pt"] * 2
+    from cifarnet.io.checkpoint import load_checkpoint
+
+    progress = load_checkpoint(last)["progress"]
+    assert (progress["epoch"], progress["step_in_epoch"]) == (0, 3)
 
 
 def _workers(launcher: int) -> dict[int, int]:

@@ -106,8 +106,8 @@ class Distributed:
     def reduce_step(self, sums: EpochSums, progress: Progress, stop: StopFlag) -> EpochSums:
         """A sync point: one all_reduce of the epoch's sums, rank 0's clock and every stop
         request. Returns the epoch's global sums (with rank 0's seconds); `progress`'s timings
-        become rank 0's and `stop` holds the stop any process was asked for, so that every
-        process takes the same decisions from here."""
+        become rank 0's and `stop.agreed` the stop any process was asked for (by then), so
+        that every process takes the same decisions from here."""
         if not self.enabled:
             return sums
         main = 1.0 if self.is_main else 0.0
@@ -129,8 +129,9 @@ class Distributed:
         v = total.tolist()
         p.elapsed_seconds, p.last_step_seconds, p.epoch_end_seconds = v[3:6]
         asked = [s for s, count in zip(_STOP_SIGNALS, v[7:], strict=True) if count > 0]
+        stop.agreed = int(asked[0]) if asked else None
         if asked and stop.signal_number is None:
-            stop.signal_number = int(asked[0])
+            stop.signal_number = stop.agreed
         device = sums.loss_sum.device
         return EpochSums(
             torch.tensor(v[0], device=device), torch.tensor(v[1], device=device), int(v[2]), v[6]

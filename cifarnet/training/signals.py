@@ -21,6 +21,10 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
+        # in a distributed run, the stop its processes agreed on at the last sync point: the
+        # one they act on, as a Ctrl-C can reach one process just after a sync point and
+        # another just before it
+        self.agreed: int | None = None
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:

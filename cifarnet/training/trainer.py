@@ -310,7 +310,7 @@ class Trainer:
                 totals = self._report_step(epoch, step, steps, sums, lr)
             if self.dist.enabled and not synced:
                 continue
-            if self.stop.signal_number is not None and step < steps:
+            if self._stop_asked() is not None and step < steps:
                 check_weights(self.model, f"epoch {epoch}, step {step}", lr, p)
                 p.step_in_epoch, p.partial = step, totals.partial()
                 self._interrupt(generator, order)
@@ -321,7 +321,7 @@ class Trainer:
         check_weights(self.model, f"the end of epoch {epoch}", lr, p)
         self._end_epoch(epoch, totals, train_stats, lr)
         self.dist.reduce_step(sums, p, self.stop)  # every process's clock and stop, agreed
-        stop = self.stop.signal_number
+        stop = self._stop_asked()
         # a closed output after the last epoch loses nothing: the run ends as usual, silently
         if stop is not None and not (stop == SIGPIPE and self._finished()):
             self._interrupt(None, None)
@@ -389,9 +389,15 @@ class Trainer:
         _append_row(self.metrics, row)
         self.callbacks.on_epoch_end(row)
 
+    def _stop_asked(self) -> int | None:
+        """The stop to act on here: the signal received or, in a distributed run, the one its
+        processes agreed on at the last sync point (one that reached this process since then
+        waits for the next)."""
+        return self.stop.agreed if self.dist.enabled else self.stop.signal_number
+
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""
-        signum = self.stop.signal_number or signal.SIGINT
+        signum = self._stop_asked() or signal.SIGINT
         self.checkpoints.save_last(self.progress, self.history, generator, order)
         write_plot(self.paths, self.history)
         mid_epoch = generator is not None
