@@ -193,6 +193,31 @@ def test_a_signal_one_process_gets_just_after_a_sync_point_stops_all_at_the_next
     assert (progress["epoch"], progress["step_in_epoch"]) == (0, 3)
 
 
+def test_patience_ends_every_process_at_the_same_epoch(tmp_path: Path, cifar100_dir: Path) -> None:
+    # with SAM too, whose two passes per step each average their gradients
+    settings = {**SETTINGS, "epochs": 8, "patience": 2, "sam": 0.05}
+    folder = _folder(tmp_path, cifar100_dir, settings)
+    # validation top-1 scripted per epoch on every process (as the reduced figure each one gets):
+    # best at epoch 1, then 2 epochs without a better one
+    (folder / "api.py").write_text(
+        "import dataclasses, json, os, cifarnet\n"
+        "import cifarnet.training.trainer as trainer\n"
+        "real, calls = trainer.evaluate, []\n"
+        "def scripted(*args, **kwargs):\n"
+        "    result = real(*args, **kwargs)\n"
+        "    calls.append(1)\n"
+        "    return dataclasses.replace(result, top1={1: 50.0}.get(len(calls), 40.0))\n"
+        "trainer.evaluate = scripted\n"
+        "summary = cifarnet.train(**json.load(open('cfg.json')))\n"
+        "open(f\"rank{os.environ['RANK']}.txt\", 'w').write(json.dumps(summary))\n"
+    )
+    _torchrun_script(folder)
+    summaries = [json.loads((folder / f"rank{r}.txt").read_text()) for r in (0, 1)]
+    for summary in summaries:  # their own timings and memory apart
+        assert summary["stopped_early"] is True and summary["epochs"] == 3, summary
+    assert [r["epoch"] for r in _rows(folder / "runs" / "train")] == [1, 2, 3]
+
+
 def _workers(launcher: int) -> dict[int, int]:
     """{rank: pid} of the processes `train --nproc` (pid `launcher`) started."""
     children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()
