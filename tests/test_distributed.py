@@ -218,6 +218,26 @@ def test_patience_ends_every_process_at_the_same_epoch(tmp_path: Path, cifar100_
     assert [r["epoch"] for r in _rows(folder / "runs" / "train")] == [1, 2, 3]
 
 
+def test_a_closed_output_stops_every_process_after_rank_0_saved(
+    tmp_path: Path, cifar100_dir: Path
+) -> None:
+    # `train --nproc 2 | head -1`: rank 0 alone finds its output closed; the others stop with it
+    # and wait for its save, for torchrun stops every process once one has exited
+    folder = _folder(tmp_path, cifar100_dir, ENDLESS)
+    proc = _start(folder, "--nproc", "2")
+    assert proc.stdout is not None
+    while not proc.stdout.readline().startswith("epoch 1"):
+        pass
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + 13, err
+    (line,) = _error_lines(err)
+    assert line.startswith("error: stopped by SIGPIPE") and "runs/train/last.pt" in line
+    from cifarnet.io.checkpoint import load_checkpoint
+
+    assert load_checkpoint(folder / "runs" / "train" / "last.pt")["progress"]["epoch"] >= 1
+
+
 def _workers(launcher: int) -> dict[int, int]:
     """{rank: pid} of the processes `train --nproc` (pid `launcher`) started."""
     children = Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split()

@@ -129,13 +129,18 @@ class Distributed:
         v = total.tolist()
         p.elapsed_seconds, p.last_step_seconds, p.epoch_end_seconds = v[3:6]
         asked = [s for s, count in zip(_STOP_SIGNALS, v[7:], strict=True) if count > 0]
+        # (not this process's own signal: only a second one it receives aborts at once)
         stop.agreed = int(asked[0]) if asked else None
-        if asked and stop.signal_number is None:
-            stop.signal_number = stop.agreed
         device = sums.loss_sum.device
         return EpochSums(
             torch.tensor(v[0], device=device), torch.tensor(v[1], device=device), int(v[2]), v[6]
         )
+
+    def stop_asked(self, stop: StopFlag) -> int | None:
+        """The stop to act on here: the signal received or, in a distributed run, the one its
+        processes agreed on at the last sync point (one that reached this process since then
+        waits for the next)."""
+        return stop.agreed if self.enabled else stop.signal_number
 
     def broadcast_model(self, module: nn.Module) -> None:
         """Rank 0's weights and buffers (BatchNorm statistics) into every process's `module`:
@@ -146,15 +151,16 @@ class Distributed:
 
     def on_main(self, work: Callable[[], T]) -> T:
         """`work()` done on rank 0 alone (creating the run folder, reading best.pt); every
-        process gets its result, or raises its CifarnetError."""
+        process gets its result, or a CifarnetError of its failure (any exception: the others
+        must not wait for a result that never comes)."""
         if not self.enabled:
             return work()
         box: list[Any] = [None]
         if self.is_main:
             try:
                 box[0] = ("ok", work())
-            except CifarnetError as exc:
-                box[0] = ("error", str(exc))
+            except Exception as exc:
+                box[0] = ("error", one_line(exc))
                 dist.broadcast_object_list(box, src=0)
                 raise
         dist.broadcast_object_list(box, src=0)

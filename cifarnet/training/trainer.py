@@ -152,6 +152,14 @@ def _evaluate(
         return evaluate(optim.eval_forward, batches, runtime, pad_to=pad_to, all_sum=dist.sum)
 
 
+def _save_stopped(
+    trainer: Trainer, generator: torch.Generator | None, order: torch.Tensor | None
+) -> None:
+    """last.pt and the plot of a run stopped by a signal (on the process that writes them)."""
+    trainer.checkpoints.save_last(trainer.progress, trainer.history, generator, order)
+    write_plot(trainer.paths, trainer.history)
+
+
 def _load_best(paths: RunPaths, model: torch.nn.Module) -> None:
     """The weights of the run's best.pt, when it has one, into `model`."""
     if paths.best.exists():
@@ -197,8 +205,7 @@ class Trainer:
             zero_init_residual(self.model)
         self.runtime = resolve_runtime(config.device, config.precision)
         self.model = self.dist.prepare(self.model, config, self.runtime.device)  # --sync-bn
-        self._folder = folder
-        self._checkpoint = checkpoint
+        self._folder, self._checkpoint = folder, checkpoint
         self._resume_path: Path | None = None
 
     @classmethod
@@ -295,22 +302,23 @@ class Trainer:
         # run decides whether to stop there only, where its processes agree
         sync_every = 1 if self.runtime.device.type == "cpu" else 25
         self.optim.forward_model.train()
-        t_loop = time.perf_counter()
+        t_loop, unsynced = time.perf_counter(), 0.0  # seconds not yet in p.elapsed_seconds
         batches = loader.batches(generator, order, start, epoch)
         for step, (x, y) in enumerate(batches, start=start + 1):
             lr = self.schedule.set_lr(p, steps)
             self._train_step(x, y, epoch, step, steps, sums)
             now = time.perf_counter()
             p.last_step_seconds = now - t_loop
-            p.elapsed_seconds += now - t_loop
             sums.seconds += now - t_loop
-            t_loop = now
+            unsynced, t_loop = unsynced + now - t_loop, now
             synced = step % sync_every == 0 or step == steps
+            if synced or not self.dist.enabled:  # --time's lr and resizing: one clock for all
+                p.elapsed_seconds, unsynced = p.elapsed_seconds + unsynced, 0.0
             if synced:
                 totals = self._report_step(epoch, step, steps, sums, lr)
             if self.dist.enabled and not synced:
                 continue
-            if self._stop_asked() is not None and step < steps:
+            if self.dist.stop_asked(self.stop) is not None and step < steps:
                 check_weights(self.model, f"epoch {epoch}, step {step}", lr, p)
                 p.step_in_epoch, p.partial = step, totals.partial()
                 self._interrupt(generator, order)
@@ -321,7 +329,7 @@ class Trainer:
         check_weights(self.model, f"the end of epoch {epoch}", lr, p)
         self._end_epoch(epoch, totals, train_stats, lr)
         self.dist.reduce_step(sums, p, self.stop)  # every process's clock and stop, agreed
-        stop = self._stop_asked()
+        stop = self.dist.stop_asked(self.stop)
         # a closed output after the last epoch loses nothing: the run ends as usual, silently
         if stop is not None and not (stop == SIGPIPE and self._finished()):
             self._interrupt(None, None)
@@ -389,17 +397,11 @@ class Trainer:
         _append_row(self.metrics, row)
         self.callbacks.on_epoch_end(row)
 
-    def _stop_asked(self) -> int | None:
-        """The stop to act on here: the signal received or, in a distributed run, the one its
-        processes agreed on at the last sync point (one that reached this process since then
-        waits for the next)."""
-        return self.stop.agreed if self.dist.enabled else self.stop.signal_number
-
     def _interrupt(self, generator: torch.Generator | None, order: torch.Tensor | None) -> NoReturn:
         """Stop for the signal received: save last.pt and the plot, raise TrainingInterrupted."""
-        signum = self._stop_asked() or signal.SIGINT
-        self.checkpoints.save_last(self.progress, self.history, generator, order)
-        write_plot(self.paths, self.history)
+        signum = self.dist.stop_asked(self.stop) or signal.SIGINT
+        # the others wait for rank 0's save: torchrun stops every process once one has exited
+        self.dist.on_main(partial(_save_stopped, self, generator, order))
         mid_epoch = generator is not None
         message = stop_message(signum, self.progress, self.paths, mid_epoch, self._finished())
         raise TrainingInterrupted(message, signum, str(self.paths.last))
