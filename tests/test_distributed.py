@@ -62,8 +62,13 @@ def _start(folder: Path, *args: str, env: dict | None = None) -> subprocess.Pope
     )
 
 
-def _torchrun_script(folder: Path) -> None:
-    """Run `folder`/api.py as the 2 processes of a run started by torchrun; they must succeed."""
+def _torchrun_script(folder: Path, script: str) -> list[str]:
+    """Run `script` in `folder` as the 2 processes of a run started by torchrun; they must
+    succeed. Returns the `result` (a str) each process's script set, by rank: in one file per
+    process, for the processes share one stdout, where lines can interleave."""
+    (folder / "api.py").write_text(
+        script + "open(f\"rank{os.environ['RANK']}.txt\", 'w').write(result)\n"
+    )
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     done = subprocess.run(
         [*torchrun, "--nproc-per-node", "2", "api.py"],
@@ -73,6 +78,7 @@ def _torchrun_script(folder: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    return [(folder / f"rank{rank}.txt").read_text() for rank in (0, 1)]
 
 
 def _error_lines(err: str) -> list[str]:
@@ -101,15 +107,14 @@ def test_two_processes_with_sync_bn_train_as_one_with_the_same_global_batch(
 
     folder = _folder(tmp_path, cifar100_dir, SETTINGS)
     # the Python API under torchrun (`train --nproc` tests run the command under it)
-    (folder / "api.py").write_text(
+    results = _torchrun_script(
+        folder,
         "import json, os, cifarnet\n"
         "summary = cifarnet.train(**json.load(open('cfg.json')), sync_bn=True)\n"
-        # one file per process: the processes share one stdout, where lines can interleave
-        "open(f\"rank{os.environ['RANK']}.txt\", 'w').write(summary['run_dir'])\n"
+        "result = summary['run_dir']\n",
     )
-    _torchrun_script(folder)
     # every process returns the summary of the one run
-    assert [(folder / f"rank{r}.txt").read_text() for r in (0, 1)] == ["runs/train"] * 2
+    assert results == ["runs/train"] * 2
     one = Path(
         train(
             resolve_config(
@@ -171,7 +176,8 @@ def test_a_signal_one_process_gets_just_after_a_sync_point_stops_all_at_the_next
     folder = _folder(tmp_path, cifar100_dir, SETTINGS)
     # rank 0 alone signals itself, from on_step: after step 2's sync point, before the check
     # for a stop; acting on it there would leave rank 1 alone at step 3's all_reduce
-    (folder / "api.py").write_text(
+    results = _torchrun_script(
+        folder,
         "import json, os, signal, cifarnet\n"
         "from cifarnet.training.callbacks import TrainCallbacks\n"
         "from cifarnet.errors import TrainingInterrupted\n"
@@ -182,11 +188,10 @@ def test_a_signal_one_process_gets_just_after_a_sync_point_stops_all_at_the_next
         "try:\n"
         "    cifarnet.train(**json.load(open('cfg.json')), callbacks=Signal())\n"
         "except TrainingInterrupted as stop:\n"
-        "    open(f\"rank{os.environ['RANK']}.txt\", 'w').write(stop.checkpoint)\n"
+        "    result = stop.checkpoint\n",
     )
-    _torchrun_script(folder)
     last = folder / "runs" / "train" / "last.pt"
-    assert [(folder / f"rank{r}.txt").read_text() for r in (0, 1)] == ["runs/train/last.pt"] * 2
+    assert results == ["runs/train/last.pt"] * 2
     from cifarnet.io.checkpoint import load_checkpoint
 
     progress = load_checkpoint(last)["progress"]
@@ -199,7 +204,8 @@ def test_patience_ends_every_process_at_the_same_epoch(tmp_path: Path, cifar100_
     folder = _folder(tmp_path, cifar100_dir, settings)
     # validation top-1 scripted per epoch on every process (as the reduced figure each one gets):
     # best at epoch 1, then 2 epochs without a better one
-    (folder / "api.py").write_text(
+    results = _torchrun_script(
+        folder,
         "import dataclasses, json, os, cifarnet\n"
         "import cifarnet.training.trainer as trainer\n"
         "real, calls = trainer.evaluate, []\n"
@@ -209,10 +215,9 @@ def test_patience_ends_every_process_at_the_same_epoch(tmp_path: Path, cifar100_
         "    return dataclasses.replace(result, top1={1: 50.0}.get(len(calls), 40.0))\n"
         "trainer.evaluate = scripted\n"
         "summary = cifarnet.train(**json.load(open('cfg.json')))\n"
-        "open(f\"rank{os.environ['RANK']}.txt\", 'w').write(json.dumps(summary))\n"
+        "result = json.dumps(summary)\n",
     )
-    _torchrun_script(folder)
-    summaries = [json.loads((folder / f"rank{r}.txt").read_text()) for r in (0, 1)]
+    summaries = [json.loads(result) for result in results]
     for summary in summaries:  # their own timings and memory apart
         assert summary["stopped_early"] is True and summary["epochs"] == 3, summary
     assert [r["epoch"] for r in _rows(folder / "runs" / "train")] == [1, 2, 3]
