@@ -121,10 +121,13 @@ def run(tmp_path_factory, cifar100_dir) -> Path:
     return trained_run(tmp_path_factory, cifar100_dir)
 
 
-def _hand_computation(run: Path, data_dir: Path, tta: bool = False) -> dict[str, float]:
+def _hand_computation(
+    run: Path, data_dir: Path, tta: bool = False, shift: int = 0
+) -> dict[str, float]:
     """The test split's numbers straight from the pickles and the checkpoint's weights, with
     numpy for everything after the logits. `tta`: the logits are the mean of each image's and
-    its mirror's."""
+    its mirror's; `shift`: half that plus a quarter of each such mean for the image shifted
+    `shift` px down-right and up-left (numpy's reflect padding)."""
     from cifarnet.models import build_model
 
     ckpt = torch.load(run / "best.pt", weights_only=True)
@@ -138,10 +141,20 @@ def _hand_computation(run: Path, data_dir: Path, tta: bool = False) -> dict[str,
     mean = np.array(ckpt["data"]["mean"]).reshape(1, 3, 1, 1)
     std = np.array(ckpt["data"]["std"]).reshape(1, 3, 1, 1)
     with torch.no_grad():
-        inputs = torch.from_numpy((x - mean) / std).float()  # (N, 3, 32, 32)
-        logits = net(inputs)
-        if tta:
-            logits = 0.5 * (logits + net(inputs.flip(3)))  # flip(3): left-right
+        normalised = (x - mean) / std  # (N, 3, 32, 32)
+
+        def mirrored(images: np.ndarray) -> torch.Tensor:
+            inputs = torch.from_numpy(np.ascontiguousarray(images)).float()
+            logits = net(inputs)
+            return 0.5 * (logits + net(inputs.flip(3))) if tta else logits  # flip(3): left-right
+
+        logits = mirrored(normalised)
+        if shift:
+            s = shift
+            padded = np.pad(normalised, ((0, 0), (0, 0), (s, s), (s, s)), mode="reflect")
+            down_right = padded[:, :, :32, :32]  # pixel (i, j) is the image's (i - s, j - s)
+            up_left = padded[:, :, 2 * s :, 2 * s :]
+            logits = 0.5 * logits + 0.25 * (mirrored(down_right) + mirrored(up_left))
         logits = logits.double().numpy()
     y = np.array(test["fine_labels"])
     coarse = np.array(test["coarse_labels"])
@@ -199,6 +212,7 @@ def test_evaluate_matches_hand_computation(run, cifar100_dir, tmp_path):
         "precision",
         "device",
         "tta",
+        "tta_shift",
     ]
     row = summary.iloc[0]
     assert (row["checkpoint"], row["dataset"], row["split"]) == (
@@ -294,6 +308,33 @@ def test_flip_tta_averages_logits_of_mirrored_images(run, cifar100_dir):
     for key in ("top1", "top5", "superclass_top1", "ece"):
         assert getattr(tta, key) == pytest.approx(expected[key], abs=1e-3), key
     assert tta.loss != pytest.approx(plain.loss, rel=1e-5)  # the mirrors did change the logits
+
+
+def test_shifted_tta_adds_two_shifted_mirror_pairs_at_half_weight(run, cifar100_dir, tmp_path):
+    from cifarnet.tasks.evaluation import evaluate
+
+    kwargs = dict(data_dir=cifar100_dir, device="cpu", precision="fp32")
+    flip = evaluate(run / "best.pt", tta=True, **kwargs)
+    out = tmp_path / "shift.csv"
+    shifted = evaluate(run / "best.pt", tta_shift=2, out=out, **kwargs)
+    expected = _hand_computation(run, cifar100_dir, tta=True, shift=2)
+    assert shifted.tta and shifted.tta_shift == 2  # a shift implies the flips
+    assert shifted.loss == pytest.approx(expected["loss"], rel=1e-5)
+    for key in ("top1", "top5", "superclass_top1", "ece"):
+        assert getattr(shifted, key) == pytest.approx(expected[key], abs=1e-3), key
+    assert shifted.loss != pytest.approx(flip.loss, rel=1e-5)
+    row = pd.read_csv(out).iloc[0]
+    assert (bool(row["tta"]), int(row["tta_shift"])) == (True, 2)
+
+
+@pytest.mark.parametrize("shift", ["-1", "9"])
+def test_a_tta_shift_out_of_range_is_one_line(run, cifar100_dir, shift):
+    args = ["evaluate", str(run / "best.pt"), "--data-dir", str(cifar100_dir)]
+    result = runner.invoke(app, [*args, "--tta-shift", shift])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: --tta-shift must be a whole number of pixels from 0 to 8, got {shift}"
+    ]
 
 
 def test_no_checkpoint_uses_the_newest_run_and_says_so(run, cifar100_dir, tmp_path, monkeypatch):
@@ -478,7 +519,8 @@ def test_class_names_are_printed_literally_not_as_rich_markup():
     result = Evaluation(
         checkpoint="[m].pt", kind="checkpoint", defaulted=False, dataset="cifar10",
         split="test", images=8, loss=1.0, top1=62.5, top5=100.0, superclass_top1=None,
-        ece=5.0, seconds=1.0, device="cpu", precision="fp32", tta=False, classes=names,
+        ece=5.0, seconds=1.0, device="cpu", precision="fp32", tta=False, tta_shift=0,
+        classes=names,
         superclasses=None, fine_to_coarse=None, class_images=[2, 2, 2, 2],
         class_top1=[50.0, 100.0, 0.0, 100.0], class_top5=[100.0] * 4, confusion=confusion,
         confused_pairs=[(2, 3, 2), (0, 1, 1)],

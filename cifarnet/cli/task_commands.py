@@ -86,6 +86,15 @@ def evaluate(
     tta: Annotated[
         bool, typer.Option("--tta", help="Average the logits of each image and its mirror image.")
     ] = False,
+    tta_shift: Annotated[
+        int,
+        typer.Option(
+            "--tta-shift",
+            metavar="PX",
+            help="Also average in the mirrored pairs of the image shifted PX pixels down-right "
+            "and up-left (6 views, the shifted pairs at half weight); implies --tta.",
+        ),
+    ] = 0,
     out: out_option(
         "Summary CSV (one row); next to it STEM_per_class.csv, STEM_confusion.csv "
         "and STEM_confusion.png."
@@ -110,6 +119,7 @@ def evaluate(
                 device=device or "auto",
                 precision=precision or "auto",
                 tta=tta,
+                tta_shift=tta_shift,
                 download=download,
                 out=out,
                 force=force,

@@ -35,6 +35,7 @@ from cifarnet.tasks.inference import (
 from cifarnet.training.step import evaluate as run_evaluation
 
 SPLITS = ("test", "val", "train")
+MAX_TTA_SHIFT = 8  # pixels: beyond a quarter of a 32-px image the views stop being the image
 SUMMARY_COLUMNS = [
     "checkpoint",
     "dataset",
@@ -50,6 +51,7 @@ SUMMARY_COLUMNS = [
     "precision",  # how the numbers were made: bf16 and fp32 differ in the last decimals
     "device",
     "tta",
+    "tta_shift",
 ]
 
 
@@ -71,7 +73,8 @@ class Evaluation:
     seconds: float  # the inference pass only (data loading excluded)
     device: str
     precision: str
-    tta: bool
+    tta: bool  # the mirror image's logits averaged in
+    tta_shift: int  # pixels; 0: no shifted views (see training.step.evaluate)
     classes: list[str]
     superclasses: list[str] | None
     fine_to_coarse: list[int] | None
@@ -102,6 +105,7 @@ class Evaluation:
             "precision": self.precision,
             "device": self.device,
             "tta": self.tta,
+            "tta_shift": self.tta_shift,
         }
 
     def ranked_classes(self) -> list[int]:
@@ -175,6 +179,7 @@ def evaluate(
     device: str = "auto",
     precision: str = "auto",
     tta: bool = False,
+    tta_shift: int = 0,
     download: bool = True,
     out: str | os.PathLike | None = None,
     force: bool = False,
@@ -187,12 +192,18 @@ def evaluate(
     (its val_size and seed); "train" the images the run trained on (its --subset too). With
     `out` the result is also written (see `Evaluation.save`); existing files are refused
     unless `force`. `progress(done, total)` is called with the images evaluated so far after
-    each batch (for a progress bar).
+    each batch (for a progress bar). `tta` averages each image's logits with its mirror's;
+    `tta_shift` (pixels, implies `tta`) adds the mirrored pairs shifted by that much diagonally.
     """
     if split not in SPLITS:
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
+    if not isinstance(tta_shift, int) or not 0 <= tta_shift <= MAX_TTA_SHIFT:
+        raise ConfigError(
+            f"--tta-shift must be a whole number of pixels from 0 to {MAX_TTA_SHIFT}, "
+            f"got {tta_shift!r}"
+        )
     if out is not None:
         check_new_files(output_paths(out), force)  # fail before the slow part
     loaded = load_inference_model(checkpoint, device, precision)
@@ -211,7 +222,8 @@ def evaluate(
             f"the class names of {data.source} differ from those stored in {loaded.path}"
         )
     images, labels = _split(data, info, split, loaded)
-    result = _run(loaded, images, labels, split, batch_size, tta, progress)
+    tta = tta or tta_shift > 0
+    result = _run(loaded, images, labels, split, batch_size, tta, tta_shift, progress)
     if out is not None:
         result.save(out, force)
     return result
@@ -267,13 +279,16 @@ def _run(
     split: str,
     batch_size: int,
     tta: bool,
+    tta_shift: int,
     progress: Callable[[int, int], None] | None,
 ) -> Evaluation:
     info, rt = loaded.info, loaded.runtime
     loader = BatchLoader(images.to(rt.device), labels.to(rt.device), batch_size, loaded.input)
     batches = _reported(loader.batches(), len(labels), progress)
     t0 = time.perf_counter()
-    result = run_evaluation(loaded.module, batches, rt, keep_logits=True, tta_flip=tta)
+    result = run_evaluation(
+        loaded.module, batches, rt, keep_logits=True, tta_flip=tta, tta_shift=tta_shift
+    )
     seconds = time.perf_counter() - t0
     logits = result.logits
     assert logits is not None  # keep_logits=True
@@ -302,6 +317,7 @@ def _run(
         device=str(rt.device),
         precision=rt.precision,
         tta=tta,
+        tta_shift=tta_shift,
         classes=info.classes,
         superclasses=info.superclasses,
         fine_to_coarse=info.fine_to_coarse,

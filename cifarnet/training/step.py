@@ -76,6 +76,23 @@ class EvalResult:
     logits: torch.Tensor | None = None  # (N, classes) fp32 on CPU, when asked for
 
 
+def _views_logits(model: nn.Module, images: torch.Tensor, flip: bool, shift: int) -> torch.Tensor:
+    """fp32 logits (N, classes) of images (N, 3, H, W), averaged over the test-time views."""
+
+    def mirrored(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x).float()
+        return 0.5 * (logits + model(x.flip(3)).float()) if flip else logits
+
+    logits = mirrored(images)
+    if shift == 0:
+        return logits
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (shift, shift, shift, shift), mode="reflect")
+    down_right = padded[..., :h, :w]  # content moves down and right by `shift` px
+    up_left = padded[..., 2 * shift :, 2 * shift :]
+    return 0.5 * logits + 0.25 * (mirrored(down_right) + mirrored(up_left))
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -83,11 +100,15 @@ def evaluate(
     runtime: Runtime,
     keep_logits: bool = False,
     tta_flip: bool = False,
+    tta_shift: int = 0,
     pad_to: int | None = None,
     all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
     """Loss (mean cross-entropy, no smoothing), top-1 and top-5 over all batches.
-    With tta_flip the logits are the mean of the image's and its mirror's. `pad_to`: a shorter
+    With tta_flip the logits are the mean of the image's and its mirror's; with tta_shift S
+    (pixels) as well, half of that plus a quarter of each such mean for the image shifted by S
+    px down-right and by S px up-left (reflected edges): 6 views, as airbench's multi-crop
+    evaluation. `pad_to`: a shorter
     batch is padded to that size (for a compiled model: one shape) and the padding's outputs
     dropped. `all_sum`: adds the sums over the processes of a distributed run, each of which
     evaluated its part of the images (the logits kept are this process's own)."""
@@ -104,9 +125,7 @@ def evaluate(
             if pad_to is not None:
                 images = pad_batch(images, pad_to)
             with runtime.autocast():
-                logits = model(images)[:n].float()
-                if tta_flip:
-                    logits = 0.5 * (logits + model(images.flip(3))[:n].float())
+                logits = _views_logits(model, images, tta_flip, tta_shift)[:n]
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             # the same tie-breaking as evaluate's per-class accuracy and confusion matrix
             hits1 += topk_hits(logits, labels, 1).sum()
