@@ -22,8 +22,9 @@ TEST_PER_CLASS = 2
 TINY_MODEL = {"model": "resnet", "model_kwargs": {"widths": [8, 8, 16, 16], "depths": [1, 1, 1, 1]}}
 
 
-def trained_looking(name: str):
-    """A `NormalizedModel` of the registered network `name` (10 classes) in eval mode, its
+def trained_looking(name: str, **model_kwargs):
+    """A `NormalizedModel` of the registered network `name` (10 classes, `model_kwargs`) in
+    eval mode, its
     BatchNorms holding statistics and scales as after training: a fresh BatchNorm's 0 / 1 would
     make folding it trivially right, and a zero scale would hide a residual branch."""
     import torch
@@ -32,7 +33,7 @@ def trained_looking(name: str):
     from cifarnet.tasks.inference import NormalizedModel
 
     torch.manual_seed(0)
-    model = NormalizedModel(create_model(name, 10), [0.5] * 3, [0.25] * 3)
+    model = NormalizedModel(create_model(name, 10, **model_kwargs), [0.5] * 3, [0.25] * 3)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)

@@ -490,11 +490,17 @@ def test_cifar10_has_no_superclasses(cifar10_dir, tmp_path, monkeypatch):
     assert "5 best and 5 worst classes" in result.output
 
 
-@pytest.mark.parametrize("name", ["resnet_reference", "fastnet"])
-def test_fold_batchnorm_keeps_the_function(name):
+RESIDUAL_FASTNET = {"widths": [16, 32, 32], "convs_per_stage": 3}
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [("resnet_reference", {}), ("fastnet", {}), ("fastnet", RESIDUAL_FASTNET)],
+)
+def test_fold_batchnorm_keeps_the_function(name, kwargs):
     from cifarnet.tasks.inference import fold_batchnorm
 
-    model = trained_looking(name)
+    model = trained_looking(name, **kwargs)
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         expected = model(x)
@@ -502,6 +508,7 @@ def test_fold_batchnorm_keeps_the_function(name):
         got = folded(x)
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     # every BN of the ResNet follows a conv; FastNet's first BN of each stage follows a max-pool
+    # (its residual stages' other two follow convolutions)
     assert norms == (0 if name == "resnet_reference" else 3)
     assert torch.allclose(got, expected, atol=1e-5 * expected.abs().max().item())
 

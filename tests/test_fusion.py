@@ -19,9 +19,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def folded(name: str) -> nn.Module:
-    """`trained_looking(name)` with its BatchNorms folded, as fusion gets it."""
-    return fold_batchnorm(trained_looking(name))
+def folded(name: str, **model_kwargs) -> nn.Module:
+    """`trained_looking(name, **model_kwargs)` with its BatchNorms folded, as fusion gets it."""
+    return fold_batchnorm(trained_looking(name, **model_kwargs))
 
 
 def counts(model: nn.Module) -> tuple[int, int]:
@@ -32,13 +32,19 @@ def counts(model: nn.Module) -> tuple[int, int]:
 
 # resnet_reference: 28 convolutions, 12 residual additions (no ReLU after them); resnet18: 20
 # convolutions (with 1x1 shortcuts), 8 additions each followed by a ReLU; fastnet: 7 convolutions,
-# only the 3 second convolutions of its stages followed directly by their GELU
+# only the 3 second convolutions of its stages followed directly by their GELU; fastnet with
+# residual stages: 10 convolutions, its 3 additions followed by a GELU (not fused)
 @pytest.mark.parametrize(
-    ("name", "expected"),
-    [("resnet_reference", (28, 12)), ("resnet18", (20, 8)), ("fastnet", (7, 0))],
+    ("name", "kwargs", "expected"),
+    [
+        ("resnet_reference", {}, (28, 12)),
+        ("resnet18", {}, (20, 8)),
+        ("fastnet", {}, (7, 0)),
+        ("fastnet", {"widths": [16, 32, 32], "convs_per_stage": 3}, (10, 0)),
+    ],
 )
-def test_fused_network_computes_the_same_function_in_fp32(name, expected):
-    model = folded(name)
+def test_fused_network_computes_the_same_function_in_fp32(name, kwargs, expected):
+    model = folded(name, **kwargs)
     x = torch.rand(4, 3, 32, 32)
     fused = fuse_convolutions(model, torch.float32, torch.rand(2, 3, 32, 32))
     assert counts(fused) == expected

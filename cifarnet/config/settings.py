@@ -89,7 +89,9 @@ class TrainConfig:
         file_only=True,
         default_factory=dict,
     )
-    epochs: int = setting(70, help="Epochs to train.", shown="from recipe: 70, fast 10")
+    epochs: int = setting(
+        70, help="Epochs to train.", shown="from recipe: 70, fast and speedrun 10"
+    )
     time_minutes: float | None = setting(
         None,
         help="Wall-clock training budget in minutes; the lr schedule is fitted to it, and "
@@ -322,18 +324,19 @@ def resolve_config(
         raise ConfigError(f"{origin}recipe must be a string, got {recipe!r}")
     if recipe not in RECIPES:
         raise ConfigError(f"{origin}{unknown_name('recipe', recipe, tuple(RECIPES))}")
+    recipe_values = _recipe_values(recipe, {**file_values, **flags})
     if file_values:
         # a bad value in the file is named as the file's, not as a flag the user never typed
         try:
             TrainConfig.from_dict(
-                {**RECIPES[recipe], **file_values, "recipe": recipe}, source=str(config_file)
+                {**recipe_values, **file_values, "recipe": recipe}, source=str(config_file)
             )
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(
                 message if message.startswith(str(config_file)) else f"{config_file}: {message}"
             ) from None
-    merged = {**RECIPES[recipe], **file_values, **flags, "recipe": recipe}
+    merged = {**recipe_values, **file_values, **flags, "recipe": recipe}
     config = TrainConfig.from_dict(merged, source=str(config_file or source))
     if check_model and "model_kwargs" in file_values and "model_kwargs" not in flags:
         try:
@@ -341,6 +344,16 @@ def resolve_config(
         except ConfigError as exc:
             raise ConfigError(f"{config_file}: {exc}") from None
     return config
+
+
+def _recipe_values(recipe: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's values, less its `model_kwargs` when another model is given: those are
+    arguments of the recipe's own network (`--recipe speedrun --model resnet20` trains a plain
+    resnet20 with the rest of the recipe)."""
+    values = dict(RECIPES[recipe])
+    if "model_kwargs" in values and given.get("model", values["model"]) != values["model"]:
+        del values["model_kwargs"]
+    return values
 
 
 def _build_once(config: TrainConfig) -> None:

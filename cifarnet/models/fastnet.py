@@ -3,7 +3,9 @@
 Stem: a 2x2 convolution whose filters can be set to whiten the image patches of the training set
 (`init_whitening`), then three stages of conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN ->
 GELU, a global max-pool and a linear head whose logits are scaled down (a fixed temperature
-that lets the net train at a high learning rate).
+that lets the net train at a high learning rate). With `convs_per_stage=3` (airbench96's
+layout) each stage has a third conv3x3 -> BN, and the last two convolutions form a residual
+branch: y = GELU(x + BN(conv(GELU(BN(conv(x)))))) after the first conv's GELU.
 
 Shapes for 32x32 input, widths (64, 256, 384): (N, 3, 32, 32) -> stem (N, 2*3*2*2, 31, 31)
 -> stages (N, 64, 15, 15), (N, 256, 7, 7), (N, 384, 3, 3) -> pool (N, 384) -> (N, classes).
@@ -29,7 +31,7 @@ def _batch_norm(channels: int) -> nn.BatchNorm2d:
 
 
 class ConvStage(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, residual: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
         self.pool = nn.MaxPool2d(2)
@@ -37,10 +39,17 @@ class ConvStage(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = _batch_norm(out_channels)
         self.act = nn.GELU()
+        self.residual = residual
+        if residual:
+            self.conv3 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+            self.bn3 = _batch_norm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.pool(self.conv1(x))))
-        return self.act(self.bn2(self.conv2(x)))
+        if not self.residual:
+            return self.act(self.bn2(self.conv2(x)))
+        branch = self.bn3(self.conv3(self.act(self.bn2(self.conv2(x)))))
+        return self.act(x + branch)
 
 
 class FastNet(nn.Module):
@@ -49,8 +58,11 @@ class FastNet(nn.Module):
         num_classes: int = 100,
         widths: Sequence[int] = (64, 256, 384),
         logit_scale: float = 1 / 9,
+        convs_per_stage: int = 2,
     ) -> None:
         super().__init__()
+        if convs_per_stage not in (2, 3):
+            raise ValueError(f"convs_per_stage must be 2 or 3, got {convs_per_stage!r}")
         # 2x2 patches of 3 channels = 12 values; the whitening stem keeps +/- of each eigen-
         # direction (24 channels) so that the GELU after it loses no information.
         self.whiten = nn.Conv2d(3, 24, 2, padding=0, bias=True)
@@ -62,7 +74,7 @@ class FastNet(nn.Module):
         self.act = nn.GELU()
         stages, in_channels = [], 24
         for width in widths:
-            stages.append(ConvStage(in_channels, width))
+            stages.append(ConvStage(in_channels, width, residual=convs_per_stage == 3))
             in_channels = width
         self.stages = nn.Sequential(*stages)
         self.pool = GlobalMaxPool()
@@ -94,6 +106,9 @@ class FastNet(nn.Module):
 
 @register_model("fastnet", "wide shallow net for time-to-accuracy: whitening stem, 3 stages, GELU")
 def fastnet(
-    num_classes: int = 100, widths: Sequence[int] = (64, 256, 384), logit_scale: float = 1 / 9
+    num_classes: int = 100,
+    widths: Sequence[int] = (64, 256, 384),
+    logit_scale: float = 1 / 9,
+    convs_per_stage: int = 2,
 ) -> FastNet:
-    return FastNet(num_classes, tuple(widths), logit_scale)
+    return FastNet(num_classes, tuple(widths), logit_scale, convs_per_stage)
