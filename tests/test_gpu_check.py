@@ -17,6 +17,17 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
+def _summary(out: Path) -> str:
+    """What gpu_summary.py prints for the check's output folder `out`."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gpu_summary.py"), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout
+
+
 @needs_bash
 def test_split_dataset_parts_join_to_the_archive(tmp_path) -> None:
     archive = tmp_path / "a.tgz"
@@ -65,13 +76,21 @@ def test_summary_of_a_check_stopped_during_the_70_epoch_run(tmp_path) -> None:
     ]
     (tmp_path / "runs.txt").write_text("\n".join(runs) + "\n")
     (tmp_path / "pytest.txt").write_text("FAILED tests/x.py::t - boom\n1 failed, 9 passed\n")
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "gpu_summary.py"), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    text = proc.stdout
+    text = _summary(tmp_path)
     assert "speed-up 12.00x (meets the 10x target)" in text
     assert "stopped after 3 epochs" in text and "about 140 s of training" in text
     assert "- FAILED tests/x.py::t - boom" in text and "- 1 failed, 9 passed" in text
+
+
+def test_summary_of_speedrun_seeds_prefers_their_tta_figures(tmp_path) -> None:
+    def run(seed: int, top1: float) -> list[str]:
+        summary = {"run_dir": f"runs/speedrun-{seed}", "test_top1": top1, "train_seconds": 4.0}
+        return [f"### speedrun-{seed}/summary.json", json.dumps(summary)]
+
+    (tmp_path / "runs.txt").write_text("\n".join([*run(0, 73.0), *run(1, 74.0)]) + "\n")
+    # seed 0 has its TTA evaluation, seed 1's did not happen (the deadline came)
+    (tmp_path / "speedrun_tta_0.csv").write_text("checkpoint,top1\nbest.pt,75.5\n")
+    text = _summary(tmp_path)
+    assert "- seed 0: 73.00% single view, 75.50% with 6-view TTA, 4.00 s training" in text
+    assert "- seed 1: 74.00% single view, 4.00 s training" in text
+    assert "- mean 74.75%, slowest 4.00 s (targets >= 75%, <= 5 s)" in text
