@@ -176,14 +176,18 @@ if wanted speedrun && [ "$SPEEDRUN" = 1 ]; then
   if "$PY" -c "from cifarnet.config.recipes import RECIPES; assert 'speedrun' in RECIPES" \
     2> /dev/null; then
     for seed in $SEEDS; do
+      rm -f "$OUT/speedrun_tta_$seed.csv"  # a previous check's must not pass for this run's
       step "speedrun_$seed" 90 "${CIF[@]}" train --recipe speedrun --seed "$seed" \
         "${TINY[@]}" "${NARROW[@]}" "${COMMON[@]}" "${COMPILE[@]}" --name "speedrun-$seed"
       keep "$RUNSDIR/speedrun-$seed"
       # the recipe's figure is with its 6-view test-time augmentation
-      [ -f "$RUNSDIR/speedrun-$seed/best.pt" ] &&
+      if [ -f "$RUNSDIR/speedrun-$seed/best.pt" ]; then
         step "speedrun_tta_$seed" 30 "${CIF[@]}" evaluate "$RUNSDIR/speedrun-$seed/best.pt" \
           --tta-shift 1 --data-dir "$DATA" --device "$DEV" --no-download \
           --out "$OUT/speedrun_tta_$seed.csv" --force
+      else
+        say "SKIP speedrun_tta_$seed (no best.pt)"
+      fi
     done
   else
     say "SKIP speedrun (this cifarnet has no --recipe speedrun)"

@@ -127,7 +127,7 @@ def _hand_computation(
     """The test split's numbers straight from the pickles and the checkpoint's weights, with
     numpy for everything after the logits. `tta`: the logits are the mean of each image's and
     its mirror's; `shift`: half that plus a quarter of each such mean for the image shifted
-    `shift` px down-right and up-left (numpy's reflect padding)."""
+    `shift` px down-right and up-left, black where the shift uncovers the edge."""
     from cifarnet.models import build_model
 
     ckpt = torch.load(run / "best.pt", weights_only=True)
@@ -141,17 +141,16 @@ def _hand_computation(
     mean = np.array(ckpt["data"]["mean"]).reshape(1, 3, 1, 1)
     std = np.array(ckpt["data"]["std"]).reshape(1, 3, 1, 1)
     with torch.no_grad():
-        normalised = (x - mean) / std  # (N, 3, 32, 32)
 
-        def mirrored(images: np.ndarray) -> torch.Tensor:
-            inputs = torch.from_numpy(np.ascontiguousarray(images)).float()
+        def mirrored(raw: np.ndarray) -> torch.Tensor:
+            inputs = torch.from_numpy((raw - mean) / std).float()  # (N, 3, 32, 32)
             logits = net(inputs)
             return 0.5 * (logits + net(inputs.flip(3))) if tta else logits  # flip(3): left-right
 
-        logits = mirrored(normalised)
+        logits = mirrored(x)
         if shift:
             s = shift
-            padded = np.pad(normalised, ((0, 0), (0, 0), (s, s), (s, s)), mode="reflect")
+            padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))  # black edges
             down_right = padded[:, :, :32, :32]  # pixel (i, j) is the image's (i - s, j - s)
             up_left = padded[:, :, 2 * s :, 2 * s :]
             logits = 0.5 * logits + 0.25 * (mirrored(down_right) + mirrored(up_left))

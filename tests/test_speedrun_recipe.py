@@ -3,6 +3,7 @@ dropping the recipe's network arguments, and a tiny run of it evaluated with 6-v
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -56,6 +57,24 @@ def test_a_config_files_network_arguments_win(tmp_path: Path) -> None:
     path.write_text('{"model_kwargs": {"widths": [8, 16, 16], "convs_per_stage": 3}}')
     c = resolve_config({"recipe": "speedrun"}, config_file=path)
     assert c.model_kwargs == {"widths": [8, 16, 16], "convs_per_stage": 3}
+    # a run's config.json with another --model: the run's network arguments are dropped too
+    path.write_text(json.dumps(TrainConfig.from_recipe("speedrun").to_dict()))
+    c = resolve_config({"model": "resnet20"}, config_file=path)
+    assert (c.recipe, c.model, c.model_kwargs, c.cutout) == ("speedrun", "resnet20", {}, 12)
+
+
+def test_replacing_the_model_drops_the_old_networks_arguments() -> None:
+    c = TrainConfig.from_recipe("speedrun")
+    assert c.replace(model="resnet20").model_kwargs == {}
+    assert c.replace(model="fastnet").model_kwargs == c.model_kwargs
+    narrow = {"widths": [8, 8, 8]}
+    assert c.replace(model="fastnet", model_kwargs=narrow).model_kwargs == narrow
+
+
+def test_configs_do_not_share_the_recipes_network_arguments() -> None:
+    first = TrainConfig.from_recipe("speedrun")
+    first.model_kwargs["widths"].append(1024)
+    assert TrainConfig.from_recipe("speedrun").model_kwargs["widths"] == [128, 512, 512]
 
 
 def test_residual_stages_add_the_branch_to_their_input() -> None:

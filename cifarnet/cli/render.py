@@ -42,15 +42,9 @@ def _pct(value: float | None) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.2f}%"
 
 
-def _tta_words(r: Evaluation) -> str:
-    if r.tta_shift:
-        return f" (flip + {r.tta_shift}-px shift TTA, 6 views)"
-    return " (flip TTA)" if r.tta else ""
-
-
 def render_evaluation(console: Console, r: Evaluation) -> None:
     """The summary, best/worst classes and most confused pairs as rich tables."""
-    title = f"{shown(r.checkpoint)} on {shown(r.dataset)} {r.split}" + _tta_words(r)
+    title = f"{shown(r.checkpoint)} on {shown(r.dataset)} {r.split}" + r.views_label()
     summary = Table(title=title, show_header=False)
     summary.add_column(style="bold")
     summary.add_column(justify="right")

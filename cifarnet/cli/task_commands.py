@@ -92,7 +92,8 @@ def evaluate(
             "--tta-shift",
             metavar="PX",
             help="Also average in the mirrored pairs of the image shifted PX pixels down-right "
-            "and up-left (6 views, the shifted pairs at half weight); implies --tta.",
+            "and up-left, black at the edge (6 views: the unshifted pair weighs 1/2, each "
+            "shifted pair 1/4); implies --tta.",
         ),
     ] = 0,
     out: out_option(

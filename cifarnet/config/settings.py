@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
 import dataclasses
 import functools
 import json
@@ -271,7 +272,10 @@ class TrainConfig:
             return cls(**{k: v for k, v in values.items() if k in known})
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with `changes` applied, validated again."""
+        """A copy with `changes` applied, validated again. Another `model` without new
+        `model_kwargs` drops the old ones: they are arguments of the old network."""
+        if changes.get("model", self.model) != self.model and "model_kwargs" not in changes:
+            changes["model_kwargs"] = {}
         with _values_as_given():  # changes to a config already built: not a new label
             return dataclasses.replace(self, **changes)
 
@@ -324,19 +328,20 @@ def resolve_config(
         raise ConfigError(f"{origin}recipe must be a string, got {recipe!r}")
     if recipe not in RECIPES:
         raise ConfigError(f"{origin}{unknown_name('recipe', recipe, tuple(RECIPES))}")
-    recipe_values = _recipe_values(recipe, {**file_values, **flags})
+    recipe_values = copy.deepcopy(RECIPES[recipe])  # its model_kwargs stay the recipe's own
     if file_values:
         # a bad value in the file is named as the file's, not as a flag the user never typed
         try:
             TrainConfig.from_dict(
-                {**recipe_values, **file_values, "recipe": recipe}, source=str(config_file)
+                {**_layered(recipe_values, file_values), "recipe": recipe},
+                source=str(config_file),
             )
         except ConfigError as exc:
             message = str(exc)
             raise ConfigError(
                 message if message.startswith(str(config_file)) else f"{config_file}: {message}"
             ) from None
-    merged = {**recipe_values, **file_values, **flags, "recipe": recipe}
+    merged = {**_layered(recipe_values, file_values, flags), "recipe": recipe}
     config = TrainConfig.from_dict(merged, source=str(config_file or source))
     if check_model and "model_kwargs" in file_values and "model_kwargs" not in flags:
         try:
@@ -346,14 +351,22 @@ def resolve_config(
     return config
 
 
-def _recipe_values(recipe: str, given: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's values, less its `model_kwargs` when another model is given: those are
-    arguments of the recipe's own network (`--recipe speedrun --model resnet20` trains a plain
-    resnet20 with the rest of the recipe)."""
-    values = dict(RECIPES[recipe])
-    if "model_kwargs" in values and given.get("model", values["model"]) != values["model"]:
-        del values["model_kwargs"]
-    return values
+def _layered(*layers: dict[str, Any]) -> dict[str, Any]:
+    """The layers' values, later ones winning. `model_kwargs` set beside a `model` are that
+    network's arguments, dropped where a later layer names another model (`--recipe speedrun
+    --model resnet20` trains a plain resnet20 with the rest of the recipe, and `--config
+    RUN/config.json --model resnet20` likewise); set alone, they are for whichever model is
+    named."""
+    merged: dict[str, Any] = {}
+    kwargs_model = None  # the model the kwargs in `merged` were given beside, if any
+    for layer in layers:
+        merged.update(layer)
+        if "model_kwargs" in layer:
+            kwargs_model = layer.get("model")
+        elif kwargs_model is not None and merged.get("model") != kwargs_model:
+            merged.pop("model_kwargs", None)
+            kwargs_model = None
+    return merged
 
 
 def _build_once(config: TrainConfig) -> None:

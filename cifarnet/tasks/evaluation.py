@@ -84,6 +84,12 @@ class Evaluation:
     confusion: torch.Tensor  # int64 (C, C): [true, predicted]
     confused_pairs: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
 
+    def views_label(self) -> str:
+        """The test-time augmentation in words, for titles ("" without any)."""
+        if self.tta_shift:
+            return f" (flip + {self.tta_shift}-px shift TTA, 6 views)"
+        return " (flip TTA)" if self.tta else ""
+
     @property
     def images_per_second(self) -> float:
         return self.images / max(self.seconds, 1e-9)
@@ -199,7 +205,7 @@ def evaluate(
         raise ConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size!r}")
-    if not isinstance(tta_shift, int) or not 0 <= tta_shift <= MAX_TTA_SHIFT:
+    if type(tta_shift) is not int or not 0 <= tta_shift <= MAX_TTA_SHIFT:  # bool is no count
         raise ConfigError(
             f"--tta-shift must be a whole number of pixels from 0 to {MAX_TTA_SHIFT}, "
             f"got {tta_shift!r}"
@@ -353,7 +359,7 @@ def _heatmap_png(result: Evaluation) -> bytes:
         xlabel="predicted class",
         ylabel="true class",
         title=f"{printable(Path(result.checkpoint).name)} on {result.dataset} {result.split}"
-        f"{' (flip TTA)' if result.tta else ''}: top-1 {result.top1:.2f}% ({result.precision})",
+        f"{result.views_label()}: top-1 {result.top1:.2f}% ({result.precision})",
     )
     fig.colorbar(image, ax=ax, shrink=0.6, label="share of the true class's images")
     buffer = io.BytesIO()

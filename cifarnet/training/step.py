@@ -87,8 +87,10 @@ def _views_logits(model: nn.Module, images: torch.Tensor, flip: bool, shift: int
     if shift == 0:
         return logits
     h, w = images.shape[-2:]
-    padded = F.pad(images, (shift, shift, shift, shift), mode="reflect")
-    down_right = padded[..., :h, :w]  # content moves down and right by `shift` px
+    # `cifarnet evaluate`'s models take [0, 1] images (NormalizedModel): zeros are black, the
+    # fill of the training crops
+    padded = F.pad(images, (shift, shift, shift, shift))
+    down_right = padded[..., :h, :w]  # pixel (i, j) is the image's (i - shift, j - shift)
     up_left = padded[..., 2 * shift :, 2 * shift :]
     return 0.5 * logits + 0.25 * (mirrored(down_right) + mirrored(up_left))
 
@@ -106,11 +108,11 @@ def evaluate(
 ) -> EvalResult:
     """Loss (mean cross-entropy, no smoothing), top-1 and top-5 over all batches.
     With tta_flip the logits are the mean of the image's and its mirror's; with tta_shift S
-    (pixels) as well, half of that plus a quarter of each such mean for the image shifted by S
-    px down-right and by S px up-left (reflected edges): 6 views, as airbench's multi-crop
-    evaluation. `pad_to`: a shorter
-    batch is padded to that size (for a compiled model: one shape) and the padding's outputs
-    dropped. `all_sum`: adds the sums over the processes of a distributed run, each of which
+    (pixels), half of those logits plus a quarter of the same (mirrored or not) for each of the
+    image shifted S px down-right and S px up-left, the edge filled with zeros (black, as the
+    training crops pad): with the flip, 6 views, as airbench's multi-crop evaluation. `pad_to`:
+    a shorter batch is padded to that size (for a compiled model: one shape) and the padding's
+    outputs dropped. `all_sum`: adds the sums over the processes of a distributed run, each of which
     evaluated its part of the images (the logits kept are this process's own)."""
     was_training = model.training
     model.eval()
