@@ -3,14 +3,19 @@
 #   DATA=<folder holding cifar-100-python/ or its .tar.gz> docs/results/speedrun/2026-12-06-epyc-zen4/train.sh
 # Each seed of SEEDS (default "0 1") trains in turn on all cores; its best.pt is then evaluated
 # with the 6-view --tta-shift 1 (training itself ends with the single-view test). Run folders go
-# to runs/, logs and evaluation files here.
+# to runs/, logs and evaluation files here. TRAIN_ARGS adds flags to train and TAG prefixes the
+# names: the all-50,000-image run is SEEDS=0 TAG=all50k- TRAIN_ARGS="--val-size 0".
 set -euo pipefail
 here=$(dirname "$0")
 cifarnet=${CIFARNET:-.venv/bin/cifarnet}
 mkdir -p "$here/eval"
+tag=${TAG:-}
 for seed in ${SEEDS:-0 1}; do
+    run="speedrun-${tag}seed$seed"
+    # TRAIN_ARGS is split into words on purpose: it holds whole flags
+    # shellcheck disable=SC2086
     "$cifarnet" train --recipe speedrun --seed "$seed" --data-dir "$DATA" --runs-dir runs \
-        --name "speedrun-seed$seed" --quiet > "$here/speedrun-seed$seed.log" 2>&1
-    "$cifarnet" evaluate "runs/speedrun-seed$seed/best.pt" --data-dir "$DATA" --tta-shift 1 \
-        --out "$here/eval/seed$seed-tta-shift1.csv" --force >> "$here/speedrun-seed$seed.log" 2>&1
+        --name "$run" --quiet ${TRAIN_ARGS:-} > "$here/$run.log" 2>&1
+    "$cifarnet" evaluate "runs/$run/best.pt" --data-dir "$DATA" --tta-shift 1 \
+        --out "$here/eval/${tag}seed$seed-tta-shift1.csv" --force >> "$here/$run.log" 2>&1
 done
