@@ -28,6 +28,7 @@ def test_speedrun_recipe_builds_the_residual_fastnet() -> None:
         12,
     )
     assert c.resize_from == 32  # every step at full size
+    assert c.val_size == 0  # all 50,000 training images; the last epoch is best.pt
     with torch.device("meta"):
         model = create_model(c.model, 100, **c.model_kwargs)
     # 3x3 convolutions: 24->128 at 31x31, 2 x 128->128 at 15x15, 128->512 at 15x15,
@@ -109,9 +110,9 @@ def test_a_tiny_run_of_the_speedrun_recipe_evaluates_with_shifted_tta(
         epochs=2,
         batch_size=32,
         subset=64,
-        val_size=20,
     )
     summary = train(config)
     assert summary["recipe"] == "speedrun" and math.isfinite(summary["test_loss"])
+    assert summary["best_epoch"] == 2 and summary["best_val_top1"] is None  # no held-out set
     result = evaluate(Path(summary["run_dir"]) / "best.pt", tta_shift=1, device="cpu")
     assert result.tta_shift == 1 and math.isfinite(result.loss)

@@ -85,7 +85,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # as for `fast`: lr 9 -> 1.17, weight decay 0.012 -> 1.0e-3): FastNet at widths 128-512-512
     # with a third convolution per stage closing a residual branch (615 M multiply-adds per
     # image, 4.4x fastnet's 139 M), 4-px translations, 12-px cutout, no resizing, 1 epoch of
-    # warm-up; evaluate with `--tta-shift 1`, its 6-view test-time augmentation.
+    # warm-up; evaluate with `--tta-shift 1`, its 6-view test-time augmentation. It trains on
+    # all 50,000 images, as airbench does: with the lr decaying linearly to 0, the last epoch
+    # is the best one, so a held-out set only selects what it would anyway and takes 10% of
+    # the data (seed 0: 75.31% with --tta-shift 1, against 74.01% holding out 5,000).
     "speedrun": {
         **_FAST,
         "model_kwargs": {"widths": [128, 512, 512], "convs_per_stage": 3},
@@ -95,6 +98,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "crop_padding": 4,
         "cutout": 12,
         "resize_from": 32,
+        "val_size": 0,
     },
     # Long schedules for the model zoo (any --model; without one, the default's network): 200
     # epochs of the default recipe's optimisation (batch 128, Nesterov SGD at lr 0.1,
@@ -118,7 +122,7 @@ RECIPE_HELP = {
     "zero-init residuals",
     "fast": "FastNet, batch 1024, lr 1.5, linear decay, label smoothing 0.2: for --time",
     "speedrun": "FastNet 128-512-512 with residual stages (airbench96), batch 1024, lr 1.17, "
-    "4-px translations + 12-px cutout, 10 epochs: accuracy in few epochs",
+    "4-px translations + 12-px cutout, 10 epochs on all 50,000 images: accuracy in few epochs",
     "long": "200 epochs of default's SGD with 5 warm-up epochs, TrivialAugment + random "
     "erasing 0.25, EMA 0.999: for the model zoo (--model)",
 }
