@@ -4,8 +4,8 @@
 # Each seed of SEEDS (default "0 1") trains in turn on all cores; its best.pt is then evaluated
 # with the 6-view --tta-shift 1 (training itself ends with the single-view test). Run folders go
 # to runs/, logs and evaluation files here. TRAIN_ARGS adds flags to train and TAG prefixes the
-# names: the all-50,000-image run is SEEDS=0 TAG=all50k- TRAIN_ARGS="--val-size 0" (the
-# recipe's default since; the 45,000-image runs are now TRAIN_ARGS="--val-size 5000").
+# names: the recipe's runs (all 50,000 training images) are TAG=all50k-, the runs holding out
+# 5,000 images for validation TRAIN_ARGS="--val-size 5000" with no TAG.
 set -euo pipefail
 here=$(dirname "$0")
 cifarnet=${CIFARNET:-.venv/bin/cifarnet}
