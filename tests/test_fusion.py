@@ -9,7 +9,7 @@ from conftest import trained_looking
 from torch import nn
 
 from cifarnet.models import create_model
-from cifarnet.runtime.device import Runtime, cpu_has_native_bf16
+from cifarnet.runtime.device import cpu_has_native_bf16, resolve_runtime
 from cifarnet.tasks import fusion
 from cifarnet.tasks.fusion import FusedConv2d, FusedConv2dAdd, fuse_convolutions
 from cifarnet.tasks.inference import NormalizedModel, fold_batchnorm, prepare_for_inference
@@ -145,7 +145,7 @@ def test_no_fusion_without_onednn(monkeypatch):
 def test_inference_model_on_cpu_is_fused_unless_asked_not_to(precision):
     torch.manual_seed(0)
     model = NormalizedModel(create_model("resnet_reference", 10), [0.5] * 3, [0.25] * 3)
-    runtime = Runtime(torch.device("cpu"), precision, channels_last=precision == "bf16")
+    runtime = resolve_runtime("cpu", precision)  # channels_last, as evaluate and predict run
     prepared = prepare_for_inference(model, runtime, 32)
     assert counts(prepared) == (28, 12)
     assert counts(prepare_for_inference(model, runtime, 32, fuse=False)) == (0, 0)

@@ -107,7 +107,7 @@ def _bn_net() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize(
-    ("precision", "channels_last"), [("fp32", False), ("bf16", True)], ids=["fp32", "bf16-cl"]
+    ("precision", "channels_last"), [("fp32", True), ("bf16", True)], ids=["fp32-cl", "bf16-cl"]
 )
 def test_sam_in_the_training_step(precision: str, channels_last: bool) -> None:
     """One SAM step with the runtime's autocast and memory format: BatchNorm statistics as

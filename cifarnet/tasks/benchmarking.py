@@ -1,12 +1,13 @@
 """`benchmark`: training and inference throughput of a model on this machine, for each runtime
 and precision that applies. Synthetic input; every row warms up before it is timed.
 
-Rows: eager fp32; eager with reduced-precision autocast (bf16, fp16 on GPUs without bf16) and
-channels_last where the hardware computes it natively; torch.compile'd (optional: slow to
+Rows: eager fp32; eager with reduced-precision autocast (bf16, fp16 on GPUs without bf16) where
+the hardware computes it natively; torch.compile'd (optional: slow to
 compile on a CPU); ONNX Runtime (inference, CPU, fp32). All rows run the exported form of the
 model (`NormalizedModel`: [0, 1] input, normalisation inside); the PyTorch inference rows run
 it as evaluate and predict do, with BatchNorm folded into the convolutions (and, eager on a CPU,
-each convolution fused with the ReLU or residual addition after it).
+each convolution fused with the ReLU or residual addition after it). The PyTorch rows use the
+memory layout a run on the device would (channels_last on CUDA and CPUs).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from cifarnet.runtime.device import (
     Runtime,
     cpu_has_native_bf16,
     out_of_memory_as,
+    prefers_channels_last,
     resolve_device,
 )
 from cifarnet.tasks.inference import (
@@ -140,7 +142,7 @@ def benchmark(
     dev = resolve_device(device)
     rows: list[BenchmarkRow] = []
     skipped: list[str] = []
-    runtimes = [Runtime(dev, "fp32", False)]
+    runtimes = [Runtime(dev, "fp32", prefers_channels_last(dev))]
     reduced = _reduced_precision(dev)
     if reduced is None:
         skipped.append(f"bf16: {dev.type} has no native bf16; emulated bf16 is slower than fp32")
