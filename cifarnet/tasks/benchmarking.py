@@ -2,12 +2,12 @@
 and precision that applies. Synthetic input; every row warms up before it is timed.
 
 Rows: eager fp32; eager with reduced-precision autocast (bf16, fp16 on GPUs without bf16) where
-the hardware computes it natively; torch.compile'd (optional: slow to
-compile on a CPU); ONNX Runtime (inference, CPU, fp32). All rows run the exported form of the
-model (`NormalizedModel`: [0, 1] input, normalisation inside); the PyTorch inference rows run
-it as evaluate and predict do, with BatchNorm folded into the convolutions (and, eager on a CPU,
-each convolution fused with the ReLU or residual addition after it). The PyTorch rows use the
-memory layout a run on the device would (channels_last on CUDA and CPUs).
+the hardware computes it natively; torch.compile'd (optional: slow to compile on a CPU); ONNX
+Runtime (inference, CPU, fp32). All rows run the exported form of the model (`NormalizedModel`:
+[0, 1] input, normalisation inside); the PyTorch inference rows run it as evaluate and predict
+do, with BatchNorm folded into the convolutions (and, eager on a CPU, each convolution fused
+with the ReLU or residual addition after it). The PyTorch rows use the memory layout a run on
+the device would (channels_last on CUDA and CPUs, contiguous on MPS).
 """
 
 from __future__ import annotations
@@ -142,12 +142,13 @@ def benchmark(
     dev = resolve_device(device)
     rows: list[BenchmarkRow] = []
     skipped: list[str] = []
-    runtimes = [Runtime(dev, "fp32", prefers_channels_last(dev))]
+    channels_last = prefers_channels_last(dev)
+    runtimes = [Runtime(dev, "fp32", channels_last)]
     reduced = _reduced_precision(dev)
     if reduced is None:
         skipped.append(f"bf16: {dev.type} has no native bf16; emulated bf16 is slower than fp32")
     else:
-        runtimes.append(Runtime(dev, reduced, True))
+        runtimes.append(Runtime(dev, reduced, channels_last))
     modes = ("train", "inference") if train else ("inference",)
     base = NormalizedModel(net, info.mean, info.std)
     for compiled in (False, True) if compile else (False,):
@@ -194,8 +195,17 @@ def _network(
         info = ModelInfo.from_checkpoint(ckpt, str(checkpoint))
         return load_model(ckpt, checkpoint), info, str(checkpoint), defaulted
     assert model is not None
+    net, info = fresh_network(model)
+    return net, info, f"model {model}", False
+
+
+def fresh_network(
+    model: str, model_kwargs: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, ModelInfo]:
+    """A freshly initialised registered network for CIFAR-100 and the ModelInfo a checkpoint of
+    it would carry (placeholder class names): weights do not change the speed."""
     spec = get_spec("cifar100")
-    net = create_model(model, spec.num_classes)
+    net = create_model(model, spec.num_classes, **(model_kwargs or {}))
     info = ModelInfo(
         dataset=spec.name,
         classes=[f"class_{i}" for i in range(spec.num_classes)],
@@ -203,9 +213,9 @@ def _network(
         fine_to_coarse=None,
         mean=list(spec.mean),
         std=list(spec.std),
-        model=model_config(model, spec.num_classes),
+        model=model_config(model, spec.num_classes, model_kwargs),
     )
-    return net, info, f"model {model}", False
+    return net, info
 
 
 def _reduced_precision(device: torch.device) -> str | None:
