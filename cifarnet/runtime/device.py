@@ -116,10 +116,9 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 def prefers_channels_last(device: torch.device) -> bool:
     """Whether convolutions on `device` run faster on channels_last (NHWC) tensors, in every
-    precision: cuDNN and oneDNN pick their fastest kernels for that layout. On CPUs in fp32 too:
-    at batch 256 a training step ran 1.1-1.5x and fused inference 1.07-1.22x the images/s of
-    contiguous tensors (resnet_reference and the speedrun's fastnet, 2-core Zen 4 EPYC;
-    benchmarks/memory_layout.py). MPS stays contiguous: its channels_last support is partial."""
+    precision: cuDNN and oneDNN pick their fastest kernels for that layout, on CPUs in fp32 too
+    (benchmarks/memory_layout.py; the figures are in docs/performance.md). MPS stays
+    contiguous: its channels_last support is partial."""
     return device.type in ("cuda", "cpu")
 
 
