@@ -14,7 +14,8 @@
 #   --deadline S       seconds the whole check may take (default 450: an 8-minute call)
 #   --work DIR         scratch folder for data and runs (default /tmp/cifarnet-gpu-check)
 #   --dry-run          the same steps on the CPU with tiny settings (to catch mistakes first)
-# Runs cifarnet from this source tree with the machine's own python3 (nothing is installed).
+# Runs cifarnet from this source tree with the machine's own python3 (nothing is installed), or
+# with the interpreter named by $PYTHON (e.g. PYTHON=.venv/bin/python for a dry run).
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --deadline) DEADLINE=$2; shift 2 ;;
     --work) WORK=$2; shift 2 ;;
     --dry-run) DRY=1; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1" >&2; exit 2 ;;
     *) OUT=$1; shift ;;
   esac
@@ -82,6 +83,15 @@ keep() {
 }
 
 summarise() { "$PY" "$ROOT/benchmarks/gpu_summary.py" "$OUT" > "$OUT/summary.md" 2>> "$LOG"; }
+
+# one line, before any step, when the interpreter cannot run cifarnet (or, for the real check,
+# sees no GPU): otherwise every step would fail the same way, each after its own start-up
+"$PY" -c 'import torch, torchvision, typer, rich, pandas' 2>> "$LOG" ||
+  { say "'$PY' cannot import torch, torchvision, typer, rich and pandas (set PYTHON)"; exit 1; }
+if [ "$DRY" = 0 ] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+  say "torch in '$PY' sees no CUDA device (--dry-run runs the steps on the CPU)"
+  exit 1
+fi
 
 if [ "$DRY" = 1 ]; then
   # a slow shared CPU: each step's timeout 4 times longer

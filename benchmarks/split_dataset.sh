@@ -13,14 +13,17 @@ archive=$1 out=$2 mib=${3:-55}
 [ -f "$archive" ] || { echo "error: $archive: no such file" >&2; exit 1; }
 mkdir -p "$out"
 rm -f "$out"/part.*
-size=$(stat -c %s "$archive")
+# -L: the archive is often a symbolic link to a shared copy; its own size would be the link's
+size=$(stat -L -c %s "$archive")
 parts=$(( (size + mib * 1048576 - 1) / (mib * 1048576) ))
 if [ "$parts" -gt 9 ]; then
   echo "error: $parts parts of $mib MiB; pass a larger PART_MIB" >&2
   exit 1
 fi
 split -b "${mib}M" -d -a 1 "$archive" "$out/part."
-# split numbers from 0: rename to 1..N so that the names match the calls that send them
-for ((i = parts - 1; i >= 0; i--)); do mv "$out/part.$i" "$out/part.$((i + 1))"; done
+# split numbers from 0: rename to 1..N so that the names match the calls that send them,
+# counting the files split wrote (renaming downwards never overwrites a part not yet moved)
+written=$(find "$out" -maxdepth 1 -name 'part.[0-9]' | wc -l)
+for ((i = written - 1; i >= 0; i--)); do mv "$out/part.$i" "$out/part.$((i + 1))"; done
 sha256sum "$archive" | awk '{print $1}' > "$out/parts.sha256"
 ls -l "$out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -29,12 +30,17 @@ def _summary(out: Path) -> str:
 
 
 @needs_bash
-def test_split_dataset_parts_join_to_the_archive(tmp_path) -> None:
+@pytest.mark.parametrize("through_link", [False, True])
+def test_split_dataset_parts_join_to_the_archive(tmp_path, through_link: bool) -> None:
     archive = tmp_path / "a.tgz"
     archive.write_bytes(bytes(range(256)) * 9000)  # 2.2 MiB
+    if through_link:  # a link to a shared copy of the archive is split like the file itself
+        link = tmp_path / "link.tgz"
+        link.symlink_to(archive)
     out = tmp_path / "parts"
     script = BENCHMARKS / "split_dataset.sh"
-    subprocess.run(["bash", str(script), str(archive), str(out), "1"], check=True)
+    given = link if through_link else archive
+    subprocess.run(["bash", str(script), str(given), str(out), "1"], check=True)
     parts = sorted(out.glob("part.*"))
     assert [p.name for p in parts] == ["part.1", "part.2", "part.3"]
     joined = b"".join(p.read_bytes() for p in parts)
@@ -47,15 +53,19 @@ def test_split_dataset_parts_join_to_the_archive(tmp_path) -> None:
 def test_gpu_check_script_parses_and_refuses_missing_data(tmp_path) -> None:
     script = BENCHMARKS / "gpu_check.sh"
     subprocess.run(["bash", "-n", str(script)], check=True)
-    proc = subprocess.run(
-        [
-            *("bash", str(script), "--dry-run", "--data", str(tmp_path / "none")),
-            *("--work", str(tmp_path / "w"), str(tmp_path / "o")),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    dry_run = [
+        *("bash", str(script), "--dry-run", "--data", str(tmp_path / "none")),
+        *("--work", str(tmp_path / "w"), str(tmp_path / "o")),
+    ]
+    with_this_python = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(dry_run, capture_output=True, text=True, env=with_this_python)
     assert proc.returncode == 1 and "no cifar-100-python/" in proc.stdout
+    # an interpreter without torch is named in one line before any step starts
+    without_torch = {**os.environ, "PYTHON": "true-but-not-python"}
+    dry_run[-1] = str(tmp_path / "o2")
+    proc = subprocess.run(dry_run, capture_output=True, text=True, env=without_torch)
+    assert proc.returncode == 1 and "cannot import torch" in proc.stdout
+    assert "START" not in (tmp_path / "o2" / "log.txt").read_text()
     proc = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
 
