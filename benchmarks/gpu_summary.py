@@ -17,7 +17,9 @@ TARGETS = {"speedup": 10.0, "speedrun_top1": 75.0, "speedrun_seconds": 5.0, "def
 
 
 def runs(out: Path) -> dict[str, dict[str, str]]:
-    """runs.txt as {run name: {file name: text}} (the last copy of each file wins)."""
+    """runs.txt as {run name: {file name: text}}. A header naming a run alone ("### name/")
+    starts a new copy of it: a rerun's files replace all of the earlier run's, so that a rerun
+    stopped before its summary.json does not show the earlier run's."""
     found: dict[str, dict[str, str]] = {}
     path = out / "runs.txt"
     if not path.exists():
@@ -25,6 +27,9 @@ def runs(out: Path) -> dict[str, dict[str, str]]:
     for part in path.read_text().split("### ")[1:]:
         header, _, body = part.partition("\n")
         name, _, file = header.strip().partition("/")
+        if not file:
+            found[name] = {}
+            continue
         found.setdefault(name, {})[file] = body.strip()
     return found
 
@@ -46,9 +51,9 @@ def steps(out: Path) -> dict[str, tuple[str, float]]:
     return {r["step"]: (r["rc"], float(r["seconds"])) for r in rows}
 
 
-def pytest_lines(out: Path) -> list[str]:
-    """pytest's last line (its counts), and the failures' names."""
-    path = out / "pytest.txt"
+def pytest_lines(out: Path, file: str) -> list[str]:
+    """pytest's last line (its counts), and the failures' names, from its output `file`."""
+    path = out / file
     if not path.exists():
         return []
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -156,7 +161,8 @@ def main(out: Path) -> str:
     found, done = runs(out), steps(out)
     sections = [
         ("Steps", [f"- {k}: rc {rc}, {sec:.1f} s" for k, (rc, sec) in done.items()]),
-        ("Tests", pytest_lines(out)),
+        ("CUDA tests", pytest_lines(out, "cudatests.txt")),
+        ("Test suite", pytest_lines(out, "pytest.txt")),
         ("benchmark", bench_lines(out)),
         ("Against the write-up's loop", reference_lines(out, found)),
         ("evaluate", evaluate_lines(out)),

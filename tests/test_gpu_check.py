@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,36 @@ def test_gpu_check_script_parses_and_refuses_missing_data(tmp_path) -> None:
     assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
 
 
+@needs_bash
+def test_gpu_check_runs_steps_in_the_order_given_and_packs_its_folder(
+    tmp_path, cifar100_dir: Path
+) -> None:
+    script = BENCHMARKS / "gpu_check.sh"
+    out, pack = tmp_path / "out", tmp_path / "pack"
+    command = [
+        *("bash", str(script), "--dry-run", "--data", str(cifar100_dir)),
+        *("--work", str(tmp_path / "w"), "--pack", str(pack), "--label", "abc1234"),
+    ]
+    with_this_python = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(
+        [*command, "--steps", "refloop,env", str(out)],
+        capture_output=True,
+        text=True,
+        env=with_this_python,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = (out / "log.txt").read_text()
+    assert log.index("SKIP refloop") < log.index("label: abc1234")
+    # whatever the step count, the packed folder is two files: for a machine that returns few
+    assert sorted(p.name for p in pack.iterdir()) == ["check.tgz", "summary.md"]
+    with tarfile.open(pack / "check.tgz") as packed:
+        assert {"out/env.txt", "out/log.txt", "out/summary.md"} <= set(packed.getnames())
+    proc = subprocess.run(
+        [*command, "--steps", "env,bogus", str(out)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unknown step 'bogus'" in proc.stderr
+
+
 def test_summary_of_a_check_stopped_during_the_70_epoch_run(tmp_path) -> None:
     (tmp_path / "steps.tsv").write_text(
         "step\trc\tseconds\nrefloop\t0\t20.0\ndefault70\t124\t200\n"
@@ -86,10 +117,26 @@ def test_summary_of_a_check_stopped_during_the_70_epoch_run(tmp_path) -> None:
     ]
     (tmp_path / "runs.txt").write_text("\n".join(runs) + "\n")
     (tmp_path / "pytest.txt").write_text("FAILED tests/x.py::t - boom\n1 failed, 9 passed\n")
+    (tmp_path / "cudatests.txt").write_text("12 passed in 30.1s\n")
     text = _summary(tmp_path)
     assert "speed-up 12.00x (meets the 10x target)" in text
     assert "stopped after 3 epochs" in text and "about 140 s of training" in text
     assert "- FAILED tests/x.py::t - boom" in text and "- 1 failed, 9 passed" in text
+    assert "## CUDA tests\n- 12 passed in 30.1s" in text
+
+
+def test_summary_of_a_rerun_stopped_early_does_not_show_the_earlier_runs_result(tmp_path) -> None:
+    first = {"run_dir": "runs/speedrun-0", "test_top1": 73.0, "train_seconds": 4.0}
+    runs = [
+        "### speedrun-0/",
+        "### speedrun-0/summary.json",
+        json.dumps(first),
+        "### speedrun-0/",  # the rerun, stopped before it wrote summary.json
+        "### speedrun-0/metrics.csv",
+        "epoch,val_top1,epoch_seconds,images_per_second\n1,10,60,700",
+    ]
+    (tmp_path / "runs.txt").write_text("\n".join(runs) + "\n")
+    assert "73.00%" not in _summary(tmp_path)
 
 
 def test_summary_of_speedrun_seeds_gives_single_view_and_tta_means_apart(tmp_path) -> None:
