@@ -5,9 +5,10 @@
 # with the 6-view --tta-shift 1 (training itself ends with the single-view test). Run folders go
 # to runs/, logs and evaluation files here. TRAIN_ARGS adds flags to train and TAG prefixes the
 # names: the recipe's runs (all 50,000 training images) are TAG=all50k-, the runs holding out
-# 5,000 images for validation TRAIN_ARGS="--val-size 5000" with no TAG.
+# 5,000 images for validation TRAIN_ARGS="--val-size 5000" with no TAG. OUT names another
+# folder for the logs and evaluation files (another machine's results).
 set -euo pipefail
-here=$(dirname "$0")
+here=${OUT:-$(dirname "$0")}
 cifarnet=${CIFARNET:-.venv/bin/cifarnet}
 mkdir -p "$here/eval"
 tag=${TAG:-}
