@@ -154,7 +154,8 @@ def out_of_memory_as(message: str) -> Iterator[None]:
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed Python, numpy and torch; `deterministic` also asks torch for deterministic kernels
-    (warning, not failing, where an op has none)."""
+    (warning, not failing, where an op has none), and its absence takes that back: the setting is
+    global, and a run after a deterministic one in the same process must not inherit it."""
     import random
 
     import numpy as np
@@ -162,8 +163,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=deterministic)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
 
 
