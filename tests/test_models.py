@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -142,10 +144,34 @@ def test_global_max_pool_is_adaptive_max_pooling_without_its_operator() -> None:
 
     torch.manual_seed(0)
     for shape in ((2, 8, 4, 4), (3, 5, 7, 3), (1, 2, 1, 1)):
-        x = torch.randn(shape)
-        assert torch.equal(GlobalMaxPool()(x), nn.AdaptiveMaxPool2d(1)(x).flatten(1))
+        x = torch.randn(shape, requires_grad=True)
+        ours, theirs = GlobalMaxPool()(x), nn.AdaptiveMaxPool2d(1)(x).flatten(1)
+        assert torch.equal(ours, theirs)
+        weights = torch.randn(ours.shape)
+        (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+        (expected,) = torch.autograd.grad((theirs * weights).sum(), x)
+        assert torch.equal(grad, expected)
     for name in ("fastnet", "resnet_reference"):  # the two that pool by their maximum
         model = create_model(name, 10)
         assert isinstance(model.pool, GlobalMaxPool)
         # a pooling layer holds no state: checkpoints from before it was a reduction still load
         assert not [k for k in model.state_dict() if k.startswith("pool.")]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile on the CPU needs g++")
+def test_global_max_pool_trains_compiled_in_bf16() -> None:
+    """Compiled with bf16 autocast, the pooling after a GELU gives finite gradients, those of
+    the eager module (an `amax` there gave NaN from the first backward pass)."""
+    from cifarnet.models.common import GlobalMaxPool
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.GELU(), GlobalMaxPool())
+    x = torch.randn(4, 3, 8, 8)
+    grads = []
+    for module in (net, torch.compile(net, dynamic=False)):
+        net.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16):
+            module(x).float().square().sum().backward()
+        grads.append(net[0].weight.grad.clone())
+    assert torch.isfinite(grads[1]).all()
+    torch.testing.assert_close(grads[1], grads[0], rtol=0.05, atol=0.05)

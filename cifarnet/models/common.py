@@ -15,13 +15,19 @@ class GlobalAvgPool(nn.Module):
 
 
 class GlobalMaxPool(nn.Module):
-    """(N, C, H, W) -> (N, C), the maximum over the spatial axes: the same numbers as
-    nn.AdaptiveMaxPool2d(1) flattened, and no parameters or buffers, so state dicts are
-    unchanged. A reduction because the dynamo-based ONNX exporter of torch 2.11 has no
-    translation of adaptive max pooling, while every exporter takes a max reduction."""
+    """(N, C, H, W) -> (N, C), the maximum over the spatial axes: the same numbers and the same
+    gradient as nn.AdaptiveMaxPool2d(1) flattened (all of it to one position of the maximum),
+    and no parameters or buffers, so state dicts are unchanged.
+
+    A max over the flattened axes rather than adaptive max pooling, which the dynamo-based ONNX
+    exporter of torch 2.11 cannot translate; and `max` with its indices rather than `amax`,
+    whose backward under torch.compile with bf16 autocast compares the recomputed input with
+    the rounded maximum, finds no match after a fused GELU or BatchNorm, and divides by that
+    zero count: NaN gradients from the first step (seen with torch 2.14 on the CPU; the same
+    fault is reported for CUDA)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax((2, 3))
+        return x.flatten(2).max(dim=2).values
 
 
 def he_init(model: nn.Module) -> nn.Module:
