@@ -84,13 +84,17 @@ step() {
   return $rc
 }
 
-# keep RUN_FOLDER: its config, summary and metrics appended to runs.txt, after a line naming
-# the run alone (a later copy of the run, from a rerun, replaces all of the earlier one's files)
-keep() {
-  local f
-  echo "### $(basename "$1")/" >> "$RUNS"
+# train_run NAME CAP RUN ARGS...: step NAME, `cifarnet train ARGS` into a fresh run folder RUN
+# of the work folder (a rerun replaces it); then the run's config, summary and metrics appended
+# to runs.txt after a line naming the run alone (a rerun's copy replaces all of the earlier one's)
+train_run() {
+  local name=$1 cap=$2 run=$3 f
+  shift 3
+  rm -rf "${RUNSDIR:?}/$run"
+  step "$name" "$cap" "${CIF[@]}" train "$@" "${COMMON[@]}" --name "$run"
+  echo "### $run/" >> "$RUNS"
   for f in config.json summary.json metrics.csv; do
-    [ -f "$1/$f" ] && { echo "### $(basename "$1")/$f"; cat "$1/$f"; echo; } >> "$RUNS"
+    [ -f "$RUNSDIR/$run/$f" ] && { echo "### $run/$f"; cat "$RUNSDIR/$run/$f"; echo; } >> "$RUNS"
   done
 }
 
@@ -152,7 +156,7 @@ if [ -n "$PARTS" ]; then
   DATA=$WORK/data
 fi
 [ -d "$DATA/cifar-100-python" ] || { say "no cifar-100-python/ in '$DATA' (--data or --parts)"; exit 1; }
-RUNSDIR=$WORK/runs  # each training step replaces its own run folder there
+RUNSDIR=$WORK/runs
 COMMON=(--data-dir "$DATA" --device "$DEV" --runs-dir "$RUNSDIR" --quiet --no-download)
 
 run_env() {
@@ -210,10 +214,7 @@ run_refloop() {
 
 run_reference() {
   # compiled on CUDA (the default): its compile_seconds are apart from the epochs' images/s
-  rm -rf "$RUNSDIR/reference"
-  step reference 150 "${CIF[@]}" train --recipe reference --epochs "$EPREF" "${TINY[@]}" \
-    "${COMMON[@]}" --name reference
-  keep "$RUNSDIR/reference"
+  train_run reference 150 reference --recipe reference --epochs "$EPREF" "${TINY[@]}"
 }
 
 run_evaluate() {
@@ -235,11 +236,9 @@ run_speedrun() {
     return
   fi
   for seed in ${SEEDS//,/ }; do
-    # a previous check's run and TTA line must not pass for this one's
-    rm -rf "$OUT/speedrun_tta_$seed.csv" "$RUNSDIR/speedrun-$seed"
-    step "speedrun_$seed" 90 "${CIF[@]}" train --recipe speedrun --seed "$seed" \
-      "${TINY[@]}" "${COMMON[@]}" "${SPEEDRUN[@]}" --name "speedrun-$seed"
-    keep "$RUNSDIR/speedrun-$seed"
+    rm -f "$OUT/speedrun_tta_$seed.csv"  # a previous check's TTA line must not pass for this one's
+    train_run "speedrun_$seed" 90 "speedrun-$seed" --recipe speedrun --seed "$seed" \
+      "${TINY[@]}" "${SPEEDRUN[@]}"
     # the recipe's figure is with its 6-view test-time augmentation; of evaluate's files only
     # the summary line is kept (the per-class and confusion files stay in the work folder)
     if [ -f "$RUNSDIR/speedrun-$seed/best.pt" ]; then
@@ -257,10 +256,8 @@ run_speedrun() {
 run_default70() {
   # up to 4 minutes (the target is 3; a run cut short is projected from its epochs),
   # checkpoints every 10 epochs (and at the end)
-  rm -rf "$RUNSDIR/default70"
-  step default70 240 "${CIF[@]}" train --epochs "$EP70" --save-every 10 "${TINY[@]}" \
-    "${COMMON[@]}" "${COMPILE[@]}" --name default70
-  keep "$RUNSDIR/default70"
+  train_run default70 240 default70 --epochs "$EP70" --save-every 10 "${TINY[@]}" \
+    "${COMPILE[@]}"
 }
 
 for name in ${STEPS//,/ }; do

@@ -16,6 +16,9 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
+# the check run by this interpreter (its default, the machine's python3, may lack torch)
+WITH_THIS_PYTHON = {**os.environ, "PYTHON": sys.executable}
+
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
@@ -58,8 +61,7 @@ def test_gpu_check_script_parses_and_refuses_missing_data(tmp_path) -> None:
         *("bash", str(script), "--dry-run", "--data", str(tmp_path / "none")),
         *("--work", str(tmp_path / "w"), str(tmp_path / "o")),
     ]
-    with_this_python = {**os.environ, "PYTHON": sys.executable}
-    proc = subprocess.run(dry_run, capture_output=True, text=True, env=with_this_python)
+    proc = subprocess.run(dry_run, capture_output=True, text=True, env=WITH_THIS_PYTHON)
     assert proc.returncode == 1 and "no cifar-100-python/" in proc.stdout
     # an interpreter without torch is named in one line before any step starts
     without_torch = {**os.environ, "PYTHON": "true-but-not-python"}
@@ -81,12 +83,11 @@ def test_gpu_check_runs_steps_in_the_order_given_and_packs_its_folder(
         *("bash", str(script), "--dry-run", "--data", str(cifar100_dir)),
         *("--work", str(tmp_path / "w"), "--pack", str(pack), "--label", "abc1234"),
     ]
-    with_this_python = {**os.environ, "PYTHON": sys.executable}
     proc = subprocess.run(
         [*command, "--steps", "refloop,env", str(out)],
         capture_output=True,
         text=True,
-        env=with_this_python,
+        env=WITH_THIS_PYTHON,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     log = (out / "log.txt").read_text()
