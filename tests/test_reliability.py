@@ -85,7 +85,8 @@ class KeepLast(TrainCallbacks):
 @pytest.fixture(scope="module")
 def exact_setup(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path):
     """A 3-epoch run with everything that carries state across a resume: warm-up + cosine lr
-    by global step, momentum, EMA weights, dropout (the global RNG, drawn twice a step by SAM's
+    by global step, momentum, EMA weights, lookahead's slow weights (synced at step 5, after
+    either cut), dropout (the global RNG, drawn twice a step by SAM's
     two passes), shuffling + crop and flip (the per-epoch generator), TrivialAugment + random
     erasing and MixUp / CutMix (drawn per step). 96 images in batches of 32: 3 steps per
     epoch."""
@@ -101,6 +102,7 @@ def exact_setup(tmp_path_factory: pytest.TempPathFactory, cifar100_dir: Path):
             "val_size": 20,
             "eval_batch_size": 256,
             "ema_decay": 0.9,
+            "lookahead": True,
             "mixup": 0.2,
             "cutmix": 1.0,
             "augment": "trivialaugment",

@@ -76,9 +76,11 @@ def test_tiny_run_writes_every_run_file(tiny_config: TrainConfig) -> None:
     assert last["format"] == best["format"] == FORMAT
     assert (last["kind"], best["kind"]) == ("last", "best")
     assert last["progress"]["epoch"] == 2 and len(last["history"]) == 2
-    assert {"optimizer", "rng", "scheduler", "scaler", "ema_state_dict"} <= set(last)
-    # this run has none of them: a cosine schedule computed from the step, fp32, no EMA
-    assert last["scheduler"] is None and last["scaler"] is None and last["ema_state_dict"] is None
+    optional = ("scheduler", "scaler", "ema_state_dict", "lookahead_state")
+    assert {"optimizer", "rng", *optional} <= set(last)
+    # this run has none of the optional ones: a cosine schedule computed from the step, fp32,
+    # no EMA, no lookahead
+    assert all(last[name] is None for name in optional)
     assert last["optimizer"]["state"] and set(last["rng"]) == {"torch", "cuda", "data"}
     assert best["progress"]["epoch"] == summary["best_epoch"]
     assert best["data"]["classes"][0] == "class_00" and len(best["data"]["superclasses"]) == 20

@@ -129,6 +129,11 @@ class TrainConfig:
     ema_decay: float = setting(
         0.0, help="EMA decay of the weights used for evaluation (0 = off).", flag="--ema"
     )
+    lookahead: bool = setting(
+        False,
+        help="Lookahead, as airbench: every 5 steps the weights restart from slow weights that "
+        "follow them, more slowly toward the end.",
+    )
     bias_lr_scale: float = setting(
         1.0, help="Learning-rate multiplier of BatchNorm and bias parameters.", file_only=True
     )

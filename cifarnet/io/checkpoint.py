@@ -27,6 +27,8 @@ order they are written (`stamp` puts its header first):
     scaler                  GradScaler's state_dict (fp16), or None
     ema_state_dict          AveragedModel's state_dict ("module."-prefixed weights and
                             "n_averaged"), or None without --ema
+    lookahead_state         the slow weights of --lookahead (floating-point state_dict
+                            entries, CPU tensors by name), or None without it
     rng                     {"torch": CPU generator state (uint8 tensor), "cuda": one state per
                             GPU (empty without CUDA), "data": None at an epoch's end, else
                             {"generator": the epoch's shuffling generator's state, "order": the
@@ -95,6 +97,7 @@ def last_payload(
     scheduler: dict[str, Any] | None,
     scaler: dict[str, Any] | None,
     ema_state_dict: dict[str, Any] | None,
+    lookahead_state: dict[str, torch.Tensor] | None,
     rng: dict[str, Any],
     history: list[dict[str, Any]],
 ) -> dict[str, Any]:
@@ -106,6 +109,7 @@ def last_payload(
         "scheduler": scheduler,
         "scaler": scaler,
         "ema_state_dict": ema_state_dict,
+        "lookahead_state": lookahead_state,
         "rng": rng,
         "history": history,
     }
@@ -179,6 +183,10 @@ class SavedRun:
     @property
     def ema_state_dict(self) -> dict[str, Any] | None:
         return self.ckpt.get("ema_state_dict")
+
+    @property
+    def lookahead_state(self) -> dict[str, torch.Tensor] | None:
+        return self.ckpt.get("lookahead_state")
 
     @property
     def rng(self) -> dict[str, Any]:

@@ -98,6 +98,7 @@ class CheckpointWriter:
             scheduler=o.plateau.state_dict() if o.plateau is not None else None,
             scaler=o.scaler.state_dict() if o.scaler is not None else None,
             ema_state_dict=o.ema.state_dict() if o.ema is not None else None,
+            lookahead_state=o.lookahead.state_dict() if o.lookahead is not None else None,
             rng=rng_state(generator, order),
             history=history,
         )

@@ -1,6 +1,6 @@
 """A run's set-up before its first step: the data as device-resident batch loaders (with the
 augmentation policy), and the model with its optimizer (SAM's wrapper with --sam), plateau
-schedule, loss scaler, weight average (EMA) and compiled forms."""
+schedule, loss scaler, weight average (EMA), lookahead's slow weights and compiled forms."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from cifarnet.runtime.device import Runtime, seed_everything, tune_backends
 from cifarnet.training.callbacks import TrainCallbacks
 from cifarnet.training.compiling import compile_model, uses_compile
 from cifarnet.training.ema import Ema
+from cifarnet.training.lookahead import Lookahead
 from cifarnet.training.optim import build_optimizer, build_plateau
 from cifarnet.training.sam import SAM
 
@@ -138,6 +139,7 @@ class Optimisation:
     plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None  # --schedule plateau only
     scaler: torch.amp.GradScaler | None  # fp16 only
     ema: Ema | None  # --ema only
+    lookahead: Lookahead | None  # --lookahead only
     compiled: bool
     forward_model: nn.Module  # the training forward pass (torch.compile'd when compiled)
     eval_model: nn.Module  # the weights validated and saved in best.pt: the EMA's, or the model
@@ -177,6 +179,8 @@ def prepare_model(
     ema = Ema(model, c.ema_decay) if c.ema_decay > 0 else None
     use_compile = uses_compile(c, rt)
     trained = wrap(model) if wrap is not None else model
+    # after the wrap: a distributed run's processes hold rank 0's weights from here
+    lookahead = Lookahead(model) if c.lookahead else None
     forward_model = compile_model(trained) if use_compile else trained
     eval_model = ema.module if ema is not None else model
     if ema is None:
@@ -184,5 +188,14 @@ def prepare_model(
     else:
         eval_forward = compile_model(eval_model) if use_compile else eval_model
     return Optimisation(
-        optimizer, sam, plateau, scaler, ema, use_compile, forward_model, eval_model, eval_forward
+        optimizer,
+        sam,
+        plateau,
+        scaler,
+        ema,
+        lookahead,
+        use_compile,
+        forward_model,
+        eval_model,
+        eval_forward,
     )

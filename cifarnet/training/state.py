@@ -307,6 +307,9 @@ def _load_state(saved: SavedRun, model: torch.nn.Module, optim: Optimisation) ->
         optim.scaler.load_state_dict(saved.scaler)
     if optim.ema is not None and saved.ema_state_dict:
         optim.ema.load_state_dict(saved.ema_state_dict)
+    # a run given --lookahead on resuming, without saved slow weights, starts them from the model
+    if optim.lookahead is not None and saved.lookahead_state:
+        optim.lookahead.load_state_dict(saved.lookahead_state)
     rng = saved.rng
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available() and rng.get("cuda"):

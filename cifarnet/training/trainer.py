@@ -1,10 +1,10 @@
 """One training run: `train(config)`, the library entry point (the CLI only parses flags and
 renders callbacks), and the Trainer that drives a run through its epochs.
 
-The jobs around the loop live beside it: setup (data loaders, optimizer, EMA, compiling), optim
-(the lr schedule), state (progress, the epoch's shuffling, resuming), signals (stopping
-cleanly), divergence, checkpoints (best.pt, last.pt), report (the rows and summaries a run
-writes) and io.run_folder (the run's folder and its JSON files).
+The jobs around the loop live beside it: setup (data loaders, optimizer, EMA, lookahead,
+compiling), optim (the lr schedule), state (progress, the epoch's shuffling, resuming), signals
+(stopping cleanly), divergence, checkpoints (best.pt, last.pt), report (the rows and summaries a
+run writes) and io.run_folder (the run's folder and its JSON files).
 """
 
 from __future__ import annotations
@@ -339,9 +339,9 @@ class Trainer:
     ) -> None:
         """One optimizer step on images x (N, 3, 32, 32) and labels y (N,), after progressive
         resizing and MixUp/CutMix when they are on; its sums added to `sums`."""
-        c, rt, o = self.config, self.runtime, self.optim
+        c, rt, o, p = self.config, self.runtime, self.optim, self.progress
         if c.resize_from < 32:
-            side = training_resolution(c.resize_from, progress_fraction(c, self.progress, steps))
+            side = training_resolution(c.resize_from, progress_fraction(c, p, steps))
             x = resize_batch(x, side)
         if self.data.mix.enabled:
             x, y = self.data.mix(x, y, self.num_classes, (c.seed, epoch, step))
@@ -349,10 +349,12 @@ class Trainer:
             f"out of memory on {rt.device} at batch size {c.batch_size}; try a smaller --batch-size"
         ):
             result = train_step(o.forward_model, x, y, o.stepper, rt, c.label_smoothing, o.scaler)
+        p.global_step += 1
+        if o.lookahead is not None:
+            o.lookahead.after_step(self.model, p.global_step, progress_fraction(c, p, steps))
         if o.ema is not None:
             o.ema.update_parameters(self.model)
         sums.add(result)
-        self.progress.global_step += 1
 
     def _report_step(
         self, epoch: int, step: int, steps: int, sums: EpochSums, lr: float
